@@ -1,0 +1,121 @@
+"""diy-docker: containers as a chain of checkable, appliable, undoable steps.
+
+The step contract (see README, "Design"):
+
+    check()  facts only, never changes anything; says what apply would change
+    apply()  converges to applied from any partial state
+    undo()   converges to absent from any state; twice in a row is fine
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+APPLIED = "applied"
+ABSENT = "absent"
+PARTIAL = "partial"
+NOTHING = "nothing"  # nothing wanted and nothing present: both applied and absent
+
+# Exit codes, as Docker's CLI uses them.
+EXIT_DIY_FAILED = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+
+class DiyError(Exception):
+    """A failure reported to the user as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_DIY_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+class BadInput(DiyError):
+    """An argument or file the user controls is invalid; nothing was touched."""
+
+
+class StepFailed(DiyError):
+    """A step could not apply, undo or verify."""
+
+
+@dataclass
+class Change:
+    """One difference between the system and the desired state."""
+
+    what: str
+    before: str = ""
+    after: str = ""
+
+    def __str__(self) -> str:
+        if self.before or self.after:
+            return f"{self.what}: {self.before or '-'} -> {self.after or '-'}"
+        return self.what
+
+
+@dataclass
+class Check:
+    """What check() found: the state and what apply would change."""
+
+    state: str
+    changes: list[Change] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def applied(self) -> bool:
+        return self.state in (APPLIED, NOTHING) and not self.changes
+
+    @property
+    def absent(self) -> bool:
+        return self.state in (ABSENT, NOTHING)
+
+    def summary(self) -> str:
+        if self.changes:
+            return "; ".join(str(c) for c in self.changes)
+        return self.detail or self.state
+
+
+def applied(detail: str = "") -> Check:
+    return Check(APPLIED, [], detail)
+
+
+def absent(changes: list[Change], detail: str = "") -> Check:
+    return Check(ABSENT, changes, detail)
+
+
+def nothing(detail: str) -> Check:
+    return Check(NOTHING, [], detail)
+
+
+def partial(changes: list[Change], detail: str = "") -> Check:
+    return Check(PARTIAL, changes, detail)
+
+
+class Step:
+    """One stage of a container: checked, applied and undone from facts."""
+
+    name = "step"
+    undoable = True  # False: undo is a no-op by design (images outlive containers)
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def check(self) -> Check:
+        raise NotImplementedError
+
+    def apply(self) -> None:
+        raise NotImplementedError
+
+    def undo(self) -> None:
+        raise NotImplementedError
+
+
+def stage_classes() -> dict[str, type[Step]]:
+    """The registry of stages, imported on demand (heavy modules stay unloaded)."""
+    from steps.cgroup import CgroupStep
+    from steps.image import ImageStep
+    from steps.launch import LaunchStep
+    from steps.layers import LayersStep
+    from steps.teardown import TeardownStep
+    from steps.volumes import VolumesStep
+
+    classes = (ImageStep, LayersStep, VolumesStep, CgroupStep, LaunchStep, TeardownStep)
+    return {cls.name: cls for cls in classes}

@@ -1,0 +1,86 @@
+"""The instance: every host-wide name, from one YAML file plus environment overrides.
+
+Lookup order (later wins): built-in defaults, the YAML file named by
+$DIY_DOCKER_CONFIG (default /etc/diy-docker/config.yaml, optional), then
+one environment variable per key: DIY_DOCKER_<KEY> (e.g. DIY_DOCKER_STATE_ROOT).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+
+from steps import BadInput
+
+DEFAULT_CONFIG_FILE = "/etc/diy-docker/config.yaml"
+_CGROUP_PARENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,3}$")
+
+
+@dataclass(frozen=True)
+class Instance:
+    state_root: str = "/var/lib/docker_diy"
+    run_root: str = "/run/docker_diy"
+    cgroup_parent: str = "docker_diy"
+    busybox: str = "/bin/busybox"
+    stop_timeout: int = 10
+    lock_timeout: int = 60
+
+    def validate(self) -> Instance:
+        for key in ("state_root", "run_root", "busybox"):
+            value = getattr(self, key)
+            if not os.path.isabs(value) or ".." in value.split("/"):
+                raise BadInput(f"bad config {key}={value!r}: must be an absolute path without '..'")
+        if not _CGROUP_PARENT.match(self.cgroup_parent) or ".." in self.cgroup_parent.split("/"):
+            raise BadInput(f"bad config cgroup_parent={self.cgroup_parent!r}: "
+                           "use letters, digits, '_', '.', '-' (and '/' between parts)")
+        for key in ("stop_timeout", "lock_timeout"):
+            if getattr(self, key) < 0:
+                raise BadInput(f"bad config {key}={getattr(self, key)}: must be >= 0")
+        return self
+
+
+def _read_file(path: str) -> dict:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise BadInput(f"cannot read config {path}: {e.strerror}") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise BadInput(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"bad config {path}: expected a mapping of keys to values")
+    return data
+
+
+def _coerce(key: str, value, kind, origin: str):
+    if kind in (int, "int"):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise BadInput(f"bad config {key}={value!r} in {origin}: expected a whole number") from None
+    if not isinstance(value, str):
+        raise BadInput(f"bad config {key}={value!r} in {origin}: expected a string")
+    return value
+
+
+def load(environ: dict | None = None) -> Instance:
+    """The instance configuration: defaults < YAML file < environment."""
+    env = os.environ if environ is None else environ
+    path = env.get("DIY_DOCKER_CONFIG", DEFAULT_CONFIG_FILE)
+    known = {f.name: f.type for f in fields(Instance)}
+    values = {}
+    for key, value in _read_file(path).items():
+        if key not in known:
+            raise BadInput(f"unknown config key {key!r} in {path}: known are {', '.join(known)}")
+        values[key] = _coerce(key, value, known[key], path)
+    for key, kind in known.items():
+        var = "DIY_DOCKER_" + key.upper()
+        if var in env:
+            values[key] = _coerce(key, env[var], kind, var)
+    return Instance(**values).validate()

@@ -1,0 +1,32 @@
+"""Fault injection for the fault tests: DIY_DOCKER_FAULT=POINT:ACTION[,POINT:ACTION].
+
+POINT is "<step>.<phase>.<where>" (e.g. "layers.apply.mid", "cgroup.undo.before");
+ACTION is "kill" (SIGKILL this process) or "fail" (raise a step failure).
+Unset in normal use: then point() is one dictionary lookup.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+from steps import StepFailed
+
+_plan: dict[str, str] | None = None
+
+
+def _load() -> dict[str, str]:
+    global _plan
+    if _plan is None:
+        _plan = {}
+        for item in filter(None, os.environ.get("DIY_DOCKER_FAULT", "").split(",")):
+            where, _, action = item.rpartition(":")
+            _plan[where] = action
+    return _plan
+
+
+def point(where: str) -> None:
+    action = _load().get(where)
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "fail":
+        raise StepFailed(f"injected fault at {where}")

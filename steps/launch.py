@@ -1,0 +1,105 @@
+"""The launch stage: the container's init runs in its namespaces and cgroup.
+
+check reads the runtime state (init and monitor pids with their start times,
+the boot id) and asks /proc whether both still live; undo stops the init
+(SIGTERM, a grace period, SIGKILL) and drops the runtime state.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from steps import Change, Step, absent, applied, partial
+from steps.facts import boot_id, catches_signal, process_alive, process_start
+from steps.state import load_runtime, remove_file
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def command_argv(spec: dict) -> list[str]:
+    """The command after `--`, else the image's Cmd, else /bin/sh."""
+    return list(spec.get("command") or spec.get("image_cmd") or ["/bin/sh"])
+
+
+def container_env(spec: dict, tty: bool) -> dict[str, str]:
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": spec.get("hostname") or spec["name"], "HOME": "/root"}
+    if tty:
+        env["TERM"] = os.environ.get("TERM", "xterm")
+    for item in spec.get("env") or []:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def runtime_facts(names) -> tuple[dict | None, bool, bool]:
+    """(runtime state, init alive, monitor alive); a state from another boot is dead."""
+    rt = load_runtime(names)
+    if rt is None or rt.get("boot_id") != boot_id():
+        return rt, False, False
+    return (rt, process_alive(rt.get("init_pid"), rt.get("init_start")),
+            process_alive(rt.get("monitor_pid"), rt.get("monitor_start")))
+
+
+def wait_gone(pid: int, start: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_start(pid) == start:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def terminate(pid: int, start: int, grace: float) -> None:
+    """SIGTERM, a grace period, then SIGKILL. PID 1 ignores a SIGTERM it does not
+    catch, so waiting would only delay the SIGKILL: send it at once then."""
+    try:
+        if catches_signal(pid, signal.SIGTERM) and process_start(pid) == start:
+            os.kill(pid, signal.SIGTERM)
+            if wait_gone(pid, start, grace):
+                return
+        if process_start(pid) == start:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    wait_gone(pid, start, 30)
+
+
+class LaunchStep(Step):
+    name = "launch"
+
+    def check(self):
+        rt, init_alive, monitor_alive = runtime_facts(self.ctx.names)
+        start = Change("start init", "stopped", " ".join(command_argv(self.ctx.spec)))
+        if rt is None:
+            return absent([start])
+        if monitor_alive:  # the container is up until its monitor has cleaned up after it
+            return applied(f"init pid {rt['init_pid']}" + ("" if init_alive else " (exited)"))
+        if rt.get("boot_id") != boot_id():
+            return partial([start], "stopped by a reboot")
+        if init_alive:
+            return partial([start], f"init pid {rt['init_pid']} runs without its monitor")
+        return partial([start], "init exited; runtime state left")
+
+    def apply(self):
+        from steps.monitor import Monitor, spawn_detached
+
+        self.undo()  # a stale state or an orphaned init: start from nothing
+        if self.ctx.attach:
+            self.ctx.monitor = Monitor(self.ctx)
+            self.ctx.monitor.spawn()
+        else:
+            spawn_detached(self.ctx)
+
+    def undo(self):
+        rt, init_alive, _ = runtime_facts(self.ctx.names)
+        if rt is None:
+            return
+        if init_alive:
+            grace = self.ctx.spec.get("stop_timeout", self.ctx.instance.stop_timeout)
+            terminate(rt["init_pid"], rt["init_start"], grace)
+        remove_file(self.ctx.names.runtime_state)
+        try:
+            os.rmdir(self.ctx.names.runtime_dir)
+        except OSError:
+            pass

@@ -1,0 +1,75 @@
+"""The layers stage: upper/work/merged for the container, overlay mounted on merged.
+
+Undo unmounts and keeps upper/ (the container's changes), so `start` resumes them.
+See overlayfs: https://docs.kernel.org/filesystems/overlayfs.html - workdir must be
+an empty directory on the same filesystem as upperdir.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+from steps import Change, Step, StepFailed, absent, applied, faults, linux, partial
+from steps.facts import mounts_at, parse_overlay_options
+from steps.image.store import Store
+from steps.state import save_record
+
+
+class LayersStep(Step):
+    name = "layers"
+
+    def image_record(self, pin: bool = False) -> dict:
+        """The image this container was created from (pinned in its record on first use)."""
+        from steps.image import canonical
+
+        store = Store(self.ctx.instance)
+        image_id = self.ctx.spec.get("image_id")
+        record = store.image(image_id) if image_id else store.resolve(canonical(self.ctx.spec["image"]))
+        if record is None:
+            raise StepFailed(f"cannot mount the layers of {self.ctx.names.container}: "
+                             f"image {self.ctx.spec['image']} is not in the store")
+        if pin and not image_id:
+            self.ctx.spec["image_id"] = record["id"]
+            save_record(self.ctx.names, self.ctx.spec)
+        return record
+
+    def options(self, record: dict) -> str:
+        n = self.ctx.names
+        lower = ":".join(Store(self.ctx.instance).lower_dirs(record))
+        return f"lowerdir={lower},upperdir={n.upper},workdir={n.work}"
+
+    def check(self):
+        n = self.ctx.names
+        stack = mounts_at(n.merged)
+        if not stack:
+            missing = [d for d in (n.upper, n.work, n.merged) if not os.path.isdir(d)]
+            changes = [Change(f"mkdir {d}") for d in missing]
+            return absent(changes + [Change(f"mount overlay on {n.merged}")], "not mounted")
+        top = stack[-1]
+        want = dict(p.split("=", 1) for p in self.options(self.image_record()).split(","))
+        have = parse_overlay_options(top.super_options)
+        if top.fstype != "overlay" or any(have.get(k) != v for k, v in want.items()):
+            return partial([Change(f"mount on {n.merged}", f"{top.fstype} {top.source}", "our overlay")])
+        return applied(f"overlay on {n.merged}")
+
+    def apply(self):
+        n = self.ctx.names
+        record = self.image_record(pin=True)
+        for d in (n.upper, n.work, n.merged):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        faults.point("layers.apply.mid")
+        if mounts_at(n.merged):
+            self.undo()  # something stale or foreign-shaped: start from clean
+        linux.mount("overlay", n.merged, "overlay", 0, self.options(record))
+
+    def undo(self):
+        merged = self.ctx.names.merged
+        while mounts_at(merged):
+            faults.point("layers.undo.mid")
+            try:
+                linux.umount(merged)
+            except OSError as e:
+                if e.errno == errno.EBUSY:  # volumes or a straggler still below: detach all
+                    linux.umount(merged, linux.MNT_DETACH)
+                elif e.errno not in (errno.EINVAL, errno.ENOENT):
+                    raise

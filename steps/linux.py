@@ -1,0 +1,104 @@
+"""The one door to the kernel: every raw syscall diy-docker makes goes through here.
+
+Each wrapper raises OSError with the operation and the path in the message,
+so a failure reads "mount /x on /y: Permission denied".
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import platform
+import socket
+import struct
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_STRICTATIME = 1 << 24
+
+MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_libc = None
+
+
+def _lib():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _raise(op: str, *paths: str) -> None:
+    err = ctypes.get_errno()
+    raise OSError(err, f"{op} {' '.join(p for p in paths if p)}: {os.strerror(err)}")
+
+
+def _b(value: str | None):
+    return value.encode() if value is not None else None
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+    if _lib().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)) != 0:
+        _raise("mount", source or fstype or "", "on", target)
+
+
+def umount(target: str, flags: int = 0) -> None:
+    if _lib().umount2(_b(target), ctypes.c_int(flags)) != 0:
+        _raise("umount", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2) has no glibc wrapper; the syscall number depends on the arch."""
+    number = _PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, f"pivot_root: unsupported architecture {platform.machine()}")
+    if _lib().syscall(ctypes.c_long(number), _b(new_root), _b(put_old)) != 0:
+        _raise("pivot_root", new_root)
+
+
+def unshare(flags: int) -> None:
+    if _lib().unshare(ctypes.c_int(flags)) != 0:
+        _raise("unshare", hex(flags))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    if _lib().setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+        _raise("setns", f"fd {fd}")
+
+
+def prctl(option: int, arg: int) -> None:
+    if _lib().prctl(ctypes.c_int(option), ctypes.c_ulong(arg), 0, 0, 0) != 0:
+        _raise("prctl", str(option))
+
+
+def sethostname(name: str) -> None:
+    socket.sethostname(name)
+
+
+def link_up(ifname: str = "lo") -> None:
+    """Set IFF_UP on an interface of the current network namespace (SIOCSIFFLAGS)."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", ifname.encode(), 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14x", ifname.encode(), flags | iff_up))

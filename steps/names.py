@@ -1,0 +1,117 @@
+"""Every host-visible name and path, derived from the instance and the container name.
+
+Also the validation of the names a user gives (container, image reference).
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+
+from steps import BadInput
+from steps.config import Instance
+
+_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Docker's reference grammar: path components of lowercase alphanumerics joined by
+# separators, an optional registry host[:port], and a tag.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*(?::[0-9]{1,5})?)"
+_REPO = re.compile(rf"^(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_container_name(name: str) -> str:
+    if not isinstance(name, str) or not _CONTAINER.match(name) or name != name.strip():
+        shown = repr(name) if isinstance(name, str) and len(name) <= 70 else f"{str(name)[:40]!r}..."
+        raise BadInput(f"bad container name {shown}: use 1-64 letters, digits, '_', '.', '-', "
+                       "starting with a letter or digit")
+    return name
+
+
+def generate_name() -> str:
+    """A unique-enough name for a container started without --name."""
+    adjectives = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp", "witty")
+    nouns = ("ant", "bee", "crab", "dove", "eel", "fox", "gnu", "hare", "ibis", "lynx")
+    return f"{secrets.choice(adjectives)}_{secrets.choice(nouns)}_{secrets.token_hex(3)}"
+
+
+def parse_image_ref(ref: str) -> tuple[str, str]:
+    """'name[:tag]' -> (name, tag); digests come with the registry issue."""
+    if not isinstance(ref, str) or not ref or len(ref) > 255:
+        raise BadInput(f"bad image reference {ref!r}: expected NAME[:TAG], e.g. busybox or deb:12")
+    name, tag = ref, "latest"
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        name, tag = ref[:colon], ref[colon + 1:]
+    if not _REPO.match(name):
+        raise BadInput(f"bad image name {name!r}: use lowercase letters, digits and '.', '_', '-' "
+                       "between them, '/' between parts (e.g. busybox, team/app)")
+    if not _TAG.match(tag):
+        raise BadInput(f"bad image tag {tag!r}: use up to 128 letters, digits, '_', '.', '-'")
+    return name, tag
+
+
+class Names:
+    """Paths and host names owned by one container of one instance."""
+
+    def __init__(self, instance: Instance, container: str):
+        self.instance = instance
+        self.container = check_container_name(container)
+
+    @property
+    def container_dir(self) -> str:
+        return os.path.join(self.instance.state_root, "containers", self.container)
+
+    @property
+    def record(self) -> str:
+        return os.path.join(self.container_dir, "info.json")
+
+    @property
+    def journal(self) -> str:
+        return os.path.join(self.container_dir, "journal.jsonl")
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.container_dir, "container.log")
+
+    @property
+    def upper(self) -> str:
+        return os.path.join(self.container_dir, "upper")
+
+    @property
+    def work(self) -> str:
+        return os.path.join(self.container_dir, "work")
+
+    @property
+    def merged(self) -> str:
+        return os.path.join(self.container_dir, "merged")
+
+    @property
+    def runtime_dir(self) -> str:
+        return os.path.join(self.instance.run_root, "containers", self.container)
+
+    @property
+    def runtime_state(self) -> str:
+        return os.path.join(self.runtime_dir, "state.json")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.instance.run_root, "locks", f"{self.container}.lock")
+
+    @property
+    def cgroup_path(self) -> str:
+        """Relative to each hierarchy's root."""
+        return f"{self.instance.cgroup_parent}/{self.container}"
+
+
+def instance_lock(instance: Instance) -> str:
+    return os.path.join(instance.run_root, "locks", "instance.lock")
+
+
+def containers_dir(instance: Instance) -> str:
+    return os.path.join(instance.state_root, "containers")
+
+
+def images_dir(instance: Instance) -> str:
+    return os.path.join(instance.state_root, "images")

@@ -1,0 +1,152 @@
+"""The engine: loads the YAML pipelines and runs check -> apply -> verify, with rollback."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from steps import DiyError, Step, StepFailed, faults, stage_classes
+from steps.config import Instance
+from steps.names import Names
+from steps.report import CHANGED, FAILED, OK, PLANNED, SKIPPED, Reporter, Result
+from steps.state import journal
+
+_pipelines: dict | None = None
+
+
+@dataclass
+class Context:
+    """What the steps of one container need: the instance, its names, its spec."""
+
+    instance: Instance
+    names: Names
+    spec: dict = field(default_factory=dict)
+    attach: bool = True      # foreground: this process is the monitor
+    tty: bool = False        # the container gets this process's terminal
+    monitor: object = None   # set by launch when this process is the monitor
+
+
+def pipelines() -> dict[str, list[tuple[str, str]]]:
+    global _pipelines
+    if _pipelines is None:
+        import yaml
+
+        with open(os.path.join(os.path.dirname(__file__), "pipelines.yaml")) as f:
+            raw = yaml.safe_load(f)
+        _pipelines = {name: [tuple(entry.split()) for entry in entries] for name, entries in raw.items()}
+    return _pipelines
+
+
+def expand(name: str) -> list[tuple[str, str]]:
+    """The (action, stage) list of a pipeline, with "include" entries inlined."""
+    out = []
+    for action, target in pipelines()[name]:
+        out.extend(expand(target) if action == "include" else [(action, target)])
+    return out
+
+
+class Engine:
+    def __init__(self, ctx: Context, reporter: Reporter, check_only: bool = False,
+                 rollback: bool = True, pipeline: str = ""):
+        self.ctx, self.reporter = ctx, reporter
+        self.check_only, self.rollback = check_only, rollback
+        self.pipeline = pipeline
+        self.classes = stage_classes()
+
+    def step(self, stage: str) -> Step:
+        return self.classes[stage](self.ctx)
+
+    def run(self, name: str) -> None:
+        """Run a whole pipeline; applies are rolled back on failure, undos are best effort."""
+        self.pipeline = self.pipeline or name
+        entries = expand(name)
+        if all(action == "undo" or stage == "teardown" for action, stage in entries):
+            self.run_undos(entries)
+            return
+        self.run_applies(entries)
+
+    def run_applies(self, entries: list[tuple[str, str]]) -> None:
+        touched: list[Step] = []
+        for action, stage in entries:
+            step = self.step(stage)
+            try:
+                if self.one(step, action):
+                    touched.append(step)
+            except BaseException as e:  # KeyboardInterrupt too: roll back, then report
+                if self.rollback and not self.check_only:
+                    self.roll_back(touched + [step])
+                raise as_diy_error(e, step.name) from None
+
+    def run_undos(self, entries: list[tuple[str, str]]) -> None:
+        errors = []
+        for action, stage in entries:
+            try:
+                self.one(self.step(stage), action)
+            except Exception as e:  # keep going: undo as much as possible, report the first error
+                errors.append(as_diy_error(e, stage))
+        if errors:
+            raise errors[0]
+
+    def roll_back(self, steps: list[Step]) -> None:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave half
+        try:
+            for step in reversed(steps):
+                try:
+                    self.one(step, "undo")
+                except Exception:
+                    pass  # reported as failed by one(); keep undoing the rest
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def one(self, step: Step, action: str) -> bool:
+        """Check, act if needed, verify. Returns True when the system was changed."""
+        start = time.monotonic()
+        where = f"{step.name}.{action}"
+        if action == "undo" and not step.undoable:
+            self.report(step, action, SKIPPED, f"{step.name} outlives containers: nothing to undo", start)
+            return False
+        try:
+            faults.point(f"{where}.before")
+            before = step.check()
+            done = before.applied if action == "apply" else before.absent
+            if done:
+                self.report(step, action, OK, before.detail or before.state, start)
+                return False
+            what = before.summary() if action == "apply" else f"{before.state}: {before.summary()}"
+            if self.check_only:
+                self.report(step, action, PLANNED, what, start)
+                return False
+            (step.apply if action == "apply" else step.undo)()
+            faults.point(f"{where}.after")
+            after = step.check()
+            if not (after.applied if action == "apply" else after.absent):
+                raise StepFailed(f"{step.name} did not verify after {action}: {after.summary()}")
+        except BaseException as e:
+            self.report(step, action, FAILED, one_line(e), start)
+            raise
+        self.report(step, action, CHANGED, what, start)
+        return True
+
+    def report(self, step: Step, action: str, status: str, detail: str, start: float) -> None:
+        ms = int((time.monotonic() - start) * 1000)
+        result = Result(self.ctx.names.container, self.pipeline, step.name, action, status, detail, ms)
+        self.reporter.step(result)
+        if not self.check_only:
+            journal(self.ctx.names, {"pipeline": self.pipeline, "step": step.name, "action": action,
+                                     "result": status, "detail": detail, "ms": ms})
+
+
+def one_line(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def as_diy_error(e: BaseException, stage: str) -> DiyError:
+    if isinstance(e, DiyError):
+        return e
+    if isinstance(e, KeyboardInterrupt):
+        return DiyError("interrupted; the steps this run applied were rolled back", 130)
+    return StepFailed(f"{stage} failed: {one_line(e)}")

@@ -1,0 +1,95 @@
+"""The container spec: every flag of `run`, validated before anything is touched."""
+from __future__ import annotations
+
+import os
+import re
+
+from steps import BadInput
+from steps.cgroup import parse_cpus, parse_memory, parse_pids
+from steps.names import parse_image_ref
+from steps.state import now_iso
+from steps.volumes import check_volumes, parse_volume, resolve_in_root
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+# The keys that make two runs "the same container"; the rest is bookkeeping.
+SPEC_KEYS = ("name", "image", "command", "env", "workdir", "hostname", "volumes",
+             "memory", "cpus", "pids_limit")
+
+
+def parse_env(items: list[str]) -> list[str]:
+    out = []
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not _ENV_KEY.match(key) or "\0" in value:
+            raise BadInput(f"bad env {item!r}: expected KEY=VALUE with KEY of letters, digits and '_'")
+        if not eq:  # `--env KEY` takes the value from this environment, as Docker does
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        out.append(f"{key}={value}")
+    return out
+
+
+def parse_workdir(path: str | None) -> str:
+    if not path:
+        return "/"
+    if not os.path.isabs(path) or "\0" in path:
+        raise BadInput(f"bad workdir {path!r}: must be an absolute path inside the container, e.g. /srv")
+    return os.path.normpath(path)
+
+
+def parse_hostname(name: str | None) -> str | None:
+    if name in (None, ""):
+        return None
+    if len(name) > 64 or not _HOSTNAME.match(name):
+        raise BadInput(f"bad hostname {name!r}: use letters, digits and '-' (labels joined by '.'), "
+                       "at most 64 characters")
+    return name
+
+
+def parse_command(argv: list[str]) -> list[str] | None:
+    if not argv:
+        return None
+    if any("\0" in word for word in argv) or not argv[0]:
+        raise BadInput("bad command: words must be non-empty and without NUL bytes")
+    return list(argv)
+
+
+def build(name: str, image: str, command: list[str], env: list[str], workdir: str | None,
+          hostname: str | None, volumes: list[str], memory: str | None, cpus, pids_limit,
+          rm: bool) -> dict:
+    img_name, tag = parse_image_ref(image)
+    vols = [parse_volume(v) for v in volumes or []]
+    check_volumes(vols)
+    return {"name": name, "image": f"{img_name}:{tag}", "command": parse_command(command),
+            "env": parse_env(env), "workdir": parse_workdir(workdir), "hostname": parse_hostname(hostname),
+            "volumes": vols, "memory": parse_memory(memory), "cpus": parse_cpus(cpus),
+            "pids_limit": parse_pids(pids_limit), "rm": bool(rm), "created": now_iso(), "last": {}}
+
+
+def same(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in SPEC_KEYS)
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    return [k for k in SPEC_KEYS if a.get(k) != b.get(k)]
+
+
+def command_exists(lower_dirs: list[str], argv0: str, env: list[str]) -> bool:
+    """Whether argv0 can be found in the image (top layer first), as execvp would look."""
+    from steps.launch import DEFAULT_PATH
+
+    path = dict(e.split("=", 1) for e in env).get("PATH", DEFAULT_PATH)
+    candidates = [argv0] if "/" in argv0 else [os.path.join(d or ".", argv0) for d in path.split(":")]
+    for candidate in candidates:
+        if not candidate.startswith("/"):
+            return True  # relative to the workdir: let exec decide
+        for layer in lower_dirs:
+            try:
+                found = resolve_in_root(layer, candidate)
+            except Exception:  # noqa: BLE001 - a layer we cannot judge: let exec decide
+                return True
+            if found and os.path.isfile(found):
+                return True
+    return False

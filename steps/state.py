@@ -1,0 +1,171 @@
+"""Container record (info.json), runtime state, locks, journal, atomic writes."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+
+from steps import DiyError
+from steps.names import Names
+
+
+def atomic_write(path: str, data: str, mode: int = 0o644) -> None:
+    """Write under a temporary name in the same directory, fsync, then rename."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, value) -> None:
+    atomic_write(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str):
+    """The JSON in path, or None when the file does not exist."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise DiyError(f"cannot read {path}: {e}") from None
+
+
+def remove_file(path: str) -> bool:
+    """Remove path; "already gone" counts as done. True when something was removed."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- records -----------------------------------------------------------------
+
+def load_record(names: Names) -> dict | None:
+    return read_json(names.record)
+
+
+def save_record(names: Names, record: dict) -> None:
+    write_json(names.record, record)
+
+
+def update_record(names: Names, **fields) -> dict | None:
+    """Merge fields into the record's "last" section (status of the latest start)."""
+    record = load_record(names)
+    if record is None:
+        return None
+    record.setdefault("last", {}).update(fields)
+    save_record(names, record)
+    return record
+
+
+def load_runtime(names: Names) -> dict | None:
+    return read_json(names.runtime_state)
+
+
+# --- journal -----------------------------------------------------------------
+
+def journal(names: Names, entry: dict) -> None:
+    """Append one line of history; best effort, correctness never depends on it."""
+    if not os.path.isdir(names.container_dir):
+        return
+    line = json.dumps({"time": now_iso(), **entry}, sort_keys=True) + "\n"
+    try:
+        fd = os.open(names.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+# --- locks -------------------------------------------------------------------
+
+class Lock:
+    """An flock on a file under the runtime root; the holder's pid is written in it."""
+
+    def __init__(self, path: str, what: str, timeout: float):
+        self.path, self.what, self.timeout = path, what, timeout
+        self.fd: int | None = None
+
+    def acquire(self) -> Lock:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            fd = self._open()
+            if self._try_lock(fd, deadline):
+                break
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def _open(self) -> int:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+
+    def _try_lock(self, fd: int, deadline: float) -> bool:
+        """Wait for the lock on fd; False when the file was removed meanwhile (retry)."""
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise DiyError(f"cannot lock {self.what}: another diy-docker command (pid {holder}) "
+                               f"holds it; waited {self.timeout:g}s")
+            time.sleep(0.02)
+        # The holder before us may have removed the file (teardown): lock the new one.
+        try:
+            same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+        return same
+
+    def remove(self) -> None:
+        """Delete the lock file while holding it (teardown); waiters retry on a new file."""
+        remove_file(self.path)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def __enter__(self) -> Lock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def container_lock(names: Names) -> Lock:
+    return Lock(names.lock, f"container {names.container}", names.instance.lock_timeout)
+
+
+@contextmanager
+def instance_lock(instance):
+    from steps.names import instance_lock as path
+
+    with Lock(path(instance), "the instance's shared state", instance.lock_timeout) as lock:
+        yield lock

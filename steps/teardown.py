@@ -1,0 +1,35 @@
+"""The teardown stage: the container's record, upper layer and runtime files are removed."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from steps import Change, Step, StepFailed, absent, applied, faults
+from steps.facts import mounts_at, mounts_below
+
+
+class TeardownStep(Step):
+    name = "teardown"
+
+    def leftovers(self) -> list[str]:
+        n = self.ctx.names
+        return [p for p in (n.container_dir, n.runtime_dir) if os.path.lexists(p)]
+
+    def check(self):
+        left = self.leftovers()
+        if not left:
+            return applied("no files left")
+        return absent([Change(f"remove {p}") for p in left])
+
+    def apply(self):
+        n = self.ctx.names
+        # rmtree would descend into a bind mount and delete the host's files: refuse.
+        busy = mounts_below(n.container_dir) + mounts_at(n.container_dir)
+        if busy:
+            raise StepFailed(f"cannot remove {n.container_dir}: {busy[0].mount_point} is still mounted")
+        for path in self.leftovers():
+            faults.point("teardown.apply.mid")
+            shutil.rmtree(path)
+
+    def undo(self):
+        """Removal cannot be undone."""

@@ -1,0 +1,151 @@
+"""diy-docker's tasks: parse the flags, hand over to steps/. Nothing else lives here.
+
+    sudo invoke run --name mytoy --image busybox -- /bin/sh
+    sudo invoke step.cgroup --name mytoy --check
+"""
+from invoke import Collection, task
+
+from steps.cli import command_words, guarded
+
+OUTPUT_HELP = {
+    "check": "print the plan (what each step would change) and change nothing",
+    "json": "print the step reports as JSON lines",
+}
+
+
+def _out(check=False, json=False, no_rollback=False):
+    from steps.lifecycle import Output
+
+    return Output(as_json=json, check=check, rollback=not no_rollback)
+
+
+@task(iterable=["env", "volume"], help={
+    "name": "container name (letters, digits, _ . -; up to 64); generated when omitted",
+    "image": "image NAME[:TAG]; `busybox` is built in from the host's busybox-static",
+    "env": "KEY=VALUE for the container (repeatable); KEY alone copies it from here",
+    "volume": "SRC:DST[:ro] bind mount (repeatable)",
+    "workdir": "working directory inside the container (default /)",
+    "hostname": "hostname inside the container (default: the name)",
+    "memory": "memory limit, e.g. 64M (no swap beyond it)",
+    "cpus": "CPU quota in CPUs, e.g. 0.5",
+    "pids_limit": "maximum number of processes",
+    "rm": "remove the container when it exits",
+    "detach": "run in the background (a monitor process stays behind)",
+    "no_rollback": "on failure keep what was applied, for debugging",
+    **OUTPUT_HELP,
+})
+@guarded
+def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, hostname=None,
+        memory=None, cpus=None, pids_limit=None, rm=False, detach=False, check=False, json=False,
+        no_rollback=False):
+    """Create and start a container: run --name N --image I [flags] -- COMMAND [ARGS...]."""
+    from steps.lifecycle import RunOptions
+    from steps.lifecycle import run as run_container
+
+    opts = RunOptions(name=name, image=image, command=command_words(), env=env or [],
+                      workdir=workdir, hostname=hostname, volumes=volume or [], memory=memory,
+                      cpus=cpus, pids_limit=pids_limit, rm=rm, detach=detach)
+    return run_container(opts, _out(check, json, no_rollback))
+
+
+@task(help={"name": "the container", "attach": "stay in the foreground until it exits",
+            "no_rollback": "on failure keep what was applied", **OUTPUT_HELP})
+@guarded
+def start(c, name, attach=False, check=False, json=False, no_rollback=False):
+    """Start a stopped container again, with the changes it made before."""
+    from steps.lifecycle import start as start_container
+
+    return start_container(name, attach, _out(check, json, no_rollback))
+
+
+@task(help={"name": "the container", "time": "seconds between SIGTERM and SIGKILL (default 10)",
+            **OUTPUT_HELP})
+@guarded
+def stop(c, name, time=None, check=False, json=False):
+    """Stop a running container: SIGTERM, a grace period, SIGKILL; then undo its runtime steps."""
+    from steps.lifecycle import stop as stop_container
+
+    return stop_container(name, None if time is None else int(time), _out(check, json))
+
+
+@task(help={"name": "the container", "force": "stop it first when it runs", **OUTPUT_HELP})
+@guarded
+def rm(c, name, force=False, check=False, json=False):
+    """Remove a stopped container (its record and changes)."""
+    from steps.lifecycle import rm as rm_container
+
+    return rm_container(name, force, _out(check, json))
+
+
+@task(help={"name": "the container", **OUTPUT_HELP})
+@guarded
+def teardown(c, name, check=False, json=False):
+    """Roll everything of a container back, whatever state it is in."""
+    from steps.lifecycle import teardown as teardown_container
+
+    return teardown_container(name, _out(check, json))
+
+
+@task(help={"json": "print JSON"})
+@guarded
+def ps(c, json=False):
+    """List containers: NAME IMAGE STATE PID CREATED COMMAND."""
+    from steps.listing import ps as list_containers
+
+    return list_containers(json)
+
+
+@task(help={"name": "the container"})
+@guarded
+def inspect(c, name):
+    """Print a container's record, state and paths as JSON."""
+    from steps.listing import inspect as inspect_container
+
+    return inspect_container(name)
+
+
+@task(help={"name": "the container"})
+@guarded
+def logs(c, name):
+    """Print the output of a detached container."""
+    from steps.listing import logs as container_logs
+
+    return container_logs(name)
+
+
+@task(help={"json": "print JSON"})
+@guarded
+def images(c, json=False):
+    """List images: NAME TAG ID SIZE CREATED CONTAINERS."""
+    from steps.listing import images as list_images
+
+    return list_images(json)
+
+
+@task(name="import", help={"file": "a rootfs tarball (docker export, debootstrap; gz/bz2/xz)",
+                           "name": "the image NAME[:TAG] to register it as"})
+@guarded
+def import_image(c, file, name):
+    """Import a flat rootfs tarball as a one-layer image."""
+    from steps.image import import_rootfs
+
+    print(import_rootfs(file, name))
+    return 0
+
+
+def _step_task(stage: str):
+    def body(c, name, check=False, undo=False, json=False):
+        from steps.lifecycle import one_step
+
+        return one_step(stage, name, undo, _out(check, json))
+
+    body.__doc__ = f"The {stage} stage of one container alone: check+apply, --check or --undo."
+    body.__name__ = stage
+    return task(guarded(body), name=stage, help={
+        "name": "the container", "undo": "undo the stage instead of applying it", **OUTPUT_HELP})
+
+
+ns = Collection(run, start, stop, rm, teardown, ps, inspect, logs, images)
+ns.add_collection(Collection("image", import_image))
+ns.add_collection(Collection("step", *(_step_task(s) for s in
+                                        ("image", "layers", "volumes", "cgroup", "launch", "teardown"))))
