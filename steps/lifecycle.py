@@ -158,7 +158,6 @@ def start(name: str, attach: bool, out: Output) -> int:
 
 
 def stop(name: str, timeout: int | None, out: Output) -> int:
-    from steps.facts import process_alive
     from steps.launch import runtime_facts
 
     names = names_for(name)
@@ -174,11 +173,28 @@ def stop(name: str, timeout: int | None, out: Output) -> int:
             reporter.recap(name, "stop")
         if rt and not monitor_alive and not out.check:
             update_record(names, finished_at=now_iso(), exit_code=None)
-    if monitor_alive and not out.check:  # let it record the exit status, then return
-        deadline = time.monotonic() + 30
-        while process_alive(rt["monitor_pid"], rt["monitor_start"]) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    if not out.check:
+        wait_for_monitor(rt if monitor_alive else None)
     return 0
+
+
+def live_monitor(names: Names) -> dict | None:
+    """The runtime state when a monitor still lives for this container."""
+    from steps.launch import runtime_facts
+
+    rt, _, monitor_alive = runtime_facts(names)
+    return rt if monitor_alive else None
+
+
+def wait_for_monitor(rt: dict | None, timeout: float = 30) -> None:
+    """Let a monitor finish its clean-up (it needs the lock we just released)."""
+    from steps.facts import process_alive
+
+    if rt is None or rt.get("monitor_pid") == os.getpid():
+        return
+    deadline = time.monotonic() + timeout
+    while process_alive(rt["monitor_pid"], rt["monitor_start"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def rm(name: str, force: bool, out: Output) -> int:
@@ -186,6 +202,7 @@ def rm(name: str, force: bool, out: Output) -> int:
     reporter = out.reporter(attached=False)
     with container_lock(names) as lock:
         ctx = Context(names.instance, names, existing(names))
+        monitor = live_monitor(names)
         if (pid := running(ctx)) and not force:
             raise DiyError(f"container {name} is running (pid {pid}); stop it first or use --force")
         try:
@@ -194,6 +211,8 @@ def rm(name: str, force: bool, out: Output) -> int:
             reporter.recap(name, "rm")
         if not out.check:
             lock.remove()
+    if not out.check:
+        wait_for_monitor(monitor)
     return 0
 
 
@@ -203,12 +222,15 @@ def teardown(name: str, out: Output) -> int:
     reporter = out.reporter(attached=False)
     with container_lock(names) as lock:
         ctx = Context(names.instance, names, load_record(names) or {"name": name})
+        monitor = live_monitor(names)
         try:
             Engine(ctx, reporter, check_only=out.check, pipeline="teardown").run("rm")
         finally:
             reporter.recap(name, "teardown")
         if not out.check:
             lock.remove()
+    if not out.check:
+        wait_for_monitor(monitor)
     return 0
 
 

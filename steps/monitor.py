@@ -14,7 +14,7 @@ import sys
 
 from steps import EXIT_DIY_FAILED, StepFailed, faults, linux
 from steps.facts import boot_id, catches_signal, process_start
-from steps.state import load_runtime, now_iso, remove_file, update_record, write_json
+from steps.state import load_record, load_runtime, now_iso, remove_file, update_record, write_json
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -153,6 +153,9 @@ class Monitor:
 
         oom = self.safe_oom_kills(oom_kills)
         with container_lock(self.ctx.names) as lock:
+            if load_record(self.ctx.names) is None:  # removed meanwhile (rm --force, teardown)
+                lock.remove()
+                return code
             if not self.mine():
                 return code  # restarted meanwhile by another command: not ours to clean
             Engine(self.ctx, reporter, pipeline="exit").run("stop")
@@ -213,7 +216,8 @@ def daemon(ctx, w: int) -> None:
         os._exit(1)
     try:
         code = monitor.wait()
-        monitor.finish(code, Reporter(stream=sys.stderr, color=False), remove=ctx.spec.get("rm", False))
+        with open(os.devnull, "w") as quiet:  # the log is the container's; steps go to the journal
+            monitor.finish(code, Reporter(stream=quiet, color=False), remove=ctx.spec.get("rm", False))
     except BaseException as e:  # noqa: BLE001
         print(f"monitor: {e}", file=sys.stderr, flush=True)
     os._exit(0)

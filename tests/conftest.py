@@ -1,0 +1,110 @@
+"""Fixtures: every test gets its own instance and a leak check that fails it on residue."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tests import host
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Instance:
+    """A uniquely named diy-docker instance: its own roots and cgroup parent."""
+
+    def __init__(self, tmp_root: str):
+        self.id = uuid.uuid4().hex[:8]
+        self.root = os.path.join(tmp_root, f"diyt-{self.id}")
+        self.state_root = os.path.join(self.root, "state")
+        self.run_root = os.path.join(self.root, "run")
+        self.cgroup_parent = f"diyt-{self.id}"
+        self.env = {**os.environ, "DIY_DOCKER_STATE_ROOT": self.state_root,
+                    "DIY_DOCKER_RUN_ROOT": self.run_root, "DIY_DOCKER_CGROUP_PARENT": self.cgroup_parent,
+                    "DIY_DOCKER_CONFIG": os.path.join(self.root, "config.yaml"),
+                    "DIY_DOCKER_STOP_TIMEOUT": "3", "NO_COLOR": "1", "PYTHONPATH": REPO}
+        self.env.pop("DIY_DOCKER_FAULT", None)
+
+    def cli(self, *args, fault: str | None = None, timeout: float = 60, check: bool = False,
+            input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run `invoke ARGS...` from the repository, as a user would."""
+        full_env = {**self.env, **(env or {})}
+        if fault:
+            full_env["DIY_DOCKER_FAULT"] = fault
+        proc = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, env=full_env,
+                              capture_output=True, text=True, timeout=timeout, input=input,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"invoke {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def popen(self, *args, fault: str | None = None, **kwargs) -> subprocess.Popen:
+        env = {**self.env, **({"DIY_DOCKER_FAULT": fault} if fault else {})}
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=REPO, env=env,
+                                text=True, **kwargs)
+
+    def apply_env(self, monkeypatch) -> None:
+        for key in ("DIY_DOCKER_STATE_ROOT", "DIY_DOCKER_RUN_ROOT", "DIY_DOCKER_CGROUP_PARENT",
+                    "DIY_DOCKER_CONFIG", "DIY_DOCKER_STOP_TIMEOUT"):
+            monkeypatch.setenv(key, self.env[key])
+        monkeypatch.delenv("DIY_DOCKER_FAULT", raising=False)
+
+    def containers(self) -> list[str]:
+        d = os.path.join(self.state_root, "containers")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def force_clean(inst: Instance) -> None:
+    """After a leak was recorded: get the host back by brute force for the next tests."""
+    for name in inst.containers():
+        inst.cli("teardown", name, timeout=60)
+    for root in host.cgroup_roots():
+        parent = os.path.join(root, inst.cgroup_parent)
+        for dirpath, _, _ in sorted(os.walk(parent), key=lambda w: -w[0].count("/")):
+            try:
+                for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
+                    os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+            for _ in range(100):
+                try:
+                    os.rmdir(dirpath)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+    mounted = [line.split(" ")[4] for line in open("/proc/self/mountinfo")]
+    for mp in sorted((m for m in mounted if m.startswith(inst.root)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+@pytest.fixture
+def inst(monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the tests make real mounts, namespaces and cgroups")
+    before = host.snapshot()
+    instance = Instance("/tmp")
+    os.makedirs(instance.root)
+    instance.apply_env(monkeypatch)
+    yield instance
+    leaks = set()
+    for _ in range(50):  # the kernel releases some objects (cgroups of reaped tasks) a moment late
+        leaks = (host.snapshot() - before) | host.instance_files(instance.state_root, instance.run_root)
+        if not leaks:
+            break
+        time.sleep(0.05)
+    if leaks:
+        force_clean(instance)
+    shutil.rmtree(instance.root, ignore_errors=True)
+    if leaks:
+        pytest.fail("left on the host:\n  " + "\n  ".join(sorted(leaks)), pytrace=False)

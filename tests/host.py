@@ -1,0 +1,89 @@
+"""Host snapshots for the leak check: what container work can leave behind."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+
+def mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        out = set()
+        for line in f:
+            fields = line.split(" ")
+            fstype = line.split(" - ")[1].split(" ")[0]
+            out.add(f"mount {fields[4]} ({fstype})")
+        return out
+
+
+def cgroup_roots() -> list[str]:
+    roots = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fstype = line.split(" - ")[1].split(" ")[0]
+            if fstype in ("cgroup", "cgroup2"):
+                roots.append(line.split(" ")[4])
+    return roots
+
+
+def cgroups() -> set[str]:
+    out = set()
+    for root in cgroup_roots():
+        for dirpath, dirnames, _ in os.walk(root):
+            depth = dirpath[len(root):].count("/")
+            if depth >= 3:
+                dirnames[:] = []
+            for d in dirnames:
+                out.add(f"cgroup {os.path.join(dirpath, d)}")
+    return out
+
+
+def processes() -> set[str]:
+    """Processes whose root is not the host's: container processes."""
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            root = os.readlink(f"/proc/{pid}/root")
+        except OSError:
+            continue
+        if root != "/":
+            out.add(f"process {pid} rooted at {root}")
+    return out
+
+
+def links() -> set[str]:
+    return {f"link {n}" for n in os.listdir("/sys/class/net")}
+
+
+def netns() -> set[str]:
+    try:
+        return {f"netns {n}" for n in os.listdir("/run/netns")}
+    except FileNotFoundError:
+        return set()
+
+
+def nft_tables() -> set[str]:
+    if not shutil.which("nft"):
+        return set()
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {f"nft {line.strip()}" for line in out.splitlines() if line.strip()}
+
+
+def snapshot() -> set[str]:
+    return mounts() | cgroups() | processes() | links() | netns() | nft_tables()
+
+
+def instance_files(state_root: str, run_root: str) -> set[str]:
+    """Files an instance must not keep once its containers are gone (images may stay)."""
+    left = set()
+    for base in (os.path.join(state_root, "containers"), os.path.join(run_root, "containers"),
+                 os.path.join(state_root, "images", "tmp")):
+        if os.path.isdir(base):
+            left |= {f"file {os.path.join(base, n)}" for n in os.listdir(base)}
+    locks = os.path.join(run_root, "locks")
+    if os.path.isdir(locks):
+        left |= {f"file {os.path.join(locks, n)}" for n in os.listdir(locks)
+                 if n not in ("instance.lock", "images.lock")}
+    return left
