@@ -61,11 +61,11 @@ def running(ctx: Context) -> int | None:
 
 
 def run(opts: RunOptions, out: Output) -> int:
-    names = names_for(opts.name or generate_name())
+    names = names_for(generate_name() if opts.name is None else opts.name)
     spec = specs.build(names.container, opts.image, opts.command, opts.env, opts.workdir,
                        opts.hostname, opts.volumes, opts.memory, opts.cpus, opts.pids_limit, opts.rm)
     reporter = out.reporter(attached=not opts.detach)
-    if not opts.name:
+    if opts.name is None:
         reporter.message(f"name: {names.container}")
     ctx = Context(names.instance, names, spec, attach=not opts.detach,
                   tty=not opts.detach and os.isatty(0))
@@ -73,6 +73,7 @@ def run(opts: RunOptions, out: Output) -> int:
         Engine(ctx, reporter, check_only=True, pipeline="run").run("run")
         reporter.recap(names.container, "run (check)")
         return 0
+    precheck(ctx)  # everything that can be refused is refused before anything is made
     with container_lock(names) as lock:
         created = adopt_or_create(ctx)
         try:
@@ -87,6 +88,25 @@ def run(opts: RunOptions, out: Output) -> int:
         print(names.container)
         return 0
     return wait(ctx, reporter, remove=opts.rm)
+
+
+def precheck(ctx: Context) -> None:
+    """Refuse what can be refused from facts alone: the image, the command, the name's spec."""
+    from steps.image import canonical, is_builtin
+    from steps.image.store import Store
+
+    ref = canonical(ctx.spec["image"])
+    if Store(ctx.instance).resolve(ref) is None and not is_builtin(ref):
+        raise BadInput(f"image {ref} is not in the local store; "
+                       f"import it first: invoke image.import FILE --name {ref}")
+    old = load_record(ctx.names)
+    if old is None:
+        check_command(ctx)
+    elif not specs.same(old, ctx.spec):
+        name = ctx.names.container
+        changed = ", ".join(specs.differences(old, ctx.spec))
+        raise BadInput(f"container {name} already exists with a different {changed}; "
+                       f"remove it (invoke rm {name}) or choose another --name")
 
 
 def adopt_or_create(ctx: Context) -> bool:
@@ -143,6 +163,7 @@ def wait(ctx: Context, reporter: Reporter, remove: bool) -> int:
 def start(name: str, attach: bool, out: Output) -> int:
     names = names_for(name)
     reporter = out.reporter(attached=attach)
+    existing(names)
     with container_lock(names):
         ctx = Context(names.instance, names, existing(names), attach=attach, tty=attach and os.isatty(0))
         if pid := running(ctx):
@@ -162,6 +183,7 @@ def stop(name: str, timeout: int | None, out: Output) -> int:
 
     names = names_for(name)
     reporter = out.reporter(attached=False)
+    existing(names)
     with container_lock(names):
         ctx = Context(names.instance, names, existing(names))
         if timeout is not None:
@@ -200,6 +222,7 @@ def wait_for_monitor(rt: dict | None, timeout: float = 30) -> None:
 def rm(name: str, force: bool, out: Output) -> int:
     names = names_for(name)
     reporter = out.reporter(attached=False)
+    existing(names)
     with container_lock(names) as lock:
         ctx = Context(names.instance, names, existing(names))
         monitor = live_monitor(names)
@@ -238,6 +261,8 @@ def one_step(stage: str, name: str, undo: bool, out: Output) -> int:
     """Check, apply or undo one stage alone, while debugging."""
     names = names_for(name)
     reporter = out.reporter(attached=False)
+    if not undo:
+        existing(names)
     with container_lock(names):
         record = load_record(names)
         if record is None and not undo:

@@ -1,7 +1,6 @@
 """cgroup limits and volumes, asked from inside the container."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile

@@ -12,6 +12,10 @@ def canonical(ref: str) -> str:
     return f"{name}:{tag}"
 
 
+def is_builtin(ref: str) -> bool:
+    return ref == BUILTIN
+
+
 def ensure_builtin(store: Store) -> dict:
     """Build the busybox image from the host's busybox-static when it is missing."""
     import io

@@ -104,14 +104,33 @@ class Store:
 
         with self.lock():
             self.clean_tmp()
+            fresh = missing_dirs(os.path.join(self.root, "tmp"))
             tmp = self.new_tmp()
             try:
                 diff_id, _ = extract(fileobj, tmp)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
+                remove_empty(reversed(fresh))  # a refused import leaves no trace
                 raise
             self.commit_layer(tmp, diff_id)
             return self.register(ref, [diff_id], config, source)
+
+
+def missing_dirs(path: str) -> list[str]:
+    """path and those of its ancestors that do not exist yet, outermost first."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing[::-1]
+
+
+def remove_empty(dirs) -> None:
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
 
 
 def open_tarball(path: str):
