@@ -84,6 +84,8 @@ class LaunchStep(Step):
     def apply(self):
         from steps.monitor import Monitor, spawn_detached
 
+        if self.check().applied:
+            return
         self.undo()  # a stale state or an orphaned init: start from nothing
         if self.ctx.attach:
             self.ctx.monitor = Monitor(self.ctx)

@@ -53,6 +53,8 @@ class LayersStep(Step):
         return applied(f"overlay on {n.merged}")
 
     def apply(self):
+        if self.check().applied:
+            return
         n = self.ctx.names
         record = self.image_record(pin=True)
         for d in (n.upper, n.work, n.merged):

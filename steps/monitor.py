@@ -75,10 +75,12 @@ class Monitor:
         self.init_start = process_start(self.init_pid) or 0
         self.record_runtime()
         faults.point("launch.apply.mid")
+        self.install_handlers()  # from "go" on, a Ctrl-C is the container's, not the pipeline's
         os.write(go_w, b"g")
         os.close(go_w)
         error = read_all(err_r)
         if error:
+            self.restore_handlers()
             os.waitpid(self.init_pid, 0)
             remove_file(self.ctx.names.runtime_state)
             raise self.failure(error)
@@ -114,10 +116,17 @@ class Monitor:
         except ProcessLookupError:
             pass
 
+    def install_handlers(self) -> None:
+        self.previous = {s: signal.signal(s, self.forward) for s in FORWARDED}
+        self.previous[signal.SIGTTOU] = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+
+    def restore_handlers(self) -> None:
+        for s, handler in getattr(self, "previous", {}).items():
+            signal.signal(s, handler)
+        self.previous = {}
+
     def wait(self) -> int:
         """Wait for the init to end; returns its exit code as a shell reports it."""
-        previous = {s: signal.signal(s, self.forward) for s in FORWARDED}
-        ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         try:
             while True:
                 pid, status = os.waitpid(-1, 0)
@@ -127,9 +136,7 @@ class Monitor:
             return EXIT_DIY_FAILED
         finally:
             self.reclaim_terminal()
-            signal.signal(signal.SIGTTOU, ttou)
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            self.restore_handlers()
 
     def reclaim_terminal(self) -> None:
         if self.ctx.tty:

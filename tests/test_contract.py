@@ -1,0 +1,147 @@
+"""The step contract, for every stage, on real mounts, cgroups and processes:
+check -> apply -> check (applied) -> apply (no-op) -> undo -> undo (no-op)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from steps import config, spec as specs, stage_classes
+from steps.facts import mounts_at, mounts_below, process_alive
+from steps.lifecycle import wait_for_monitor
+from steps.names import Names
+from steps.pipeline import Context
+from steps.state import container_lock, load_runtime, save_record
+
+
+def make_ctx(name: str, **flags) -> Context:
+    instance = config.load()
+    args = {"command": ["/bin/sleep", "1000"], "env": [], "workdir": None, "hostname": None,
+            "volumes": [], "memory": None, "cpus": None, "pids_limit": None, "rm": False, **flags}
+    spec = specs.build(name, "busybox", **args)
+    names = Names(instance, name)
+    os.makedirs(names.container_dir, exist_ok=True)
+    save_record(names, spec)
+    return Context(instance, names, spec, attach=False)
+
+
+def steps_for(ctx, *stages):
+    classes = stage_classes()
+    return [classes[s](ctx) for s in stages]
+
+
+def contract(step, fact):
+    """fact() -> a hashable picture of what the step manages on the host."""
+    first = step.check()
+    assert not first.applied and first.changes, first
+    step.apply()
+    assert step.check().applied
+    picture = fact()
+    step.apply()
+    assert step.check().applied and fact() == picture, "a second apply changed something"
+    step.undo()
+    assert step.check().absent
+    gone = fact()
+    step.undo()
+    assert step.check().absent and fact() == gone
+
+
+def test_image(inst):
+    ctx = make_ctx("c-image")
+    [image] = steps_for(ctx, "image")
+    store = os.path.join(inst.state_root, "images")
+    first = image.check()
+    assert not first.applied
+    image.apply()
+    assert image.check().applied
+    listing = sorted(os.listdir(os.path.join(store, "layers")))
+    image.apply()
+    assert sorted(os.listdir(os.path.join(store, "layers"))) == listing
+    assert not image.undoable  # images outlive containers
+    steps_for(ctx, "teardown")[0].apply()
+
+
+def test_layers(inst):
+    ctx = make_ctx("c-layers")
+    image, layers, teardown = steps_for(ctx, "image", "layers", "teardown")
+    image.apply()
+    contract(layers, lambda: tuple(m.mount_point for m in mounts_at(ctx.names.merged)))
+    assert os.path.isdir(ctx.names.upper)  # undo keeps the container's changes
+    teardown.apply()
+
+
+def test_volumes(inst, tmp_path):
+    src = tmp_path / "v"
+    src.mkdir()
+    ctx = make_ctx("c-vol", volumes=[f"{src}:/data:ro", f"{src}:/deep/er/rw"])
+    image, layers, volumes, teardown = steps_for(ctx, "image", "layers", "volumes", "teardown")
+    image.apply()
+    layers.apply()
+    contract(volumes, lambda: tuple(sorted(m.mount_point for m in mounts_below(ctx.names.merged))))
+    layers.undo()
+    teardown.apply()
+
+
+def test_cgroup(inst):
+    from steps.cgroup import cgroup_dirs
+
+    ctx = make_ctx("c-cg", memory="64M", cpus="0.5", pids_limit=32)
+    [cgroup, teardown] = steps_for(ctx, "cgroup", "teardown")
+
+    def fact():
+        out = []
+        for _, d in cgroup_dirs(ctx.names.cgroup_path):
+            files = sorted(os.listdir(d)) if os.path.isdir(d) else []
+            limits = [open(os.path.join(d, f)).read() for f in files
+                      if f in ("memory.limit_in_bytes", "memory.max", "cpu.cfs_quota_us", "cpu.max", "pids.max")]
+            out.append((d, os.path.isdir(d), tuple(limits)))
+        return tuple(out)
+
+    contract(cgroup, fact)
+    teardown.apply()
+
+
+def test_launch(inst):
+    ctx = make_ctx("c-launch")
+    image, layers, volumes, cgroup, launch, teardown = steps_for(
+        ctx, "image", "layers", "volumes", "cgroup", "launch", "teardown")
+    for s in (image, layers, volumes, cgroup):
+        s.apply()
+
+    def fact():
+        rt = load_runtime(ctx.names)
+        return (rt or {}).get("init_pid"), bool(rt) and process_alive(rt["init_pid"], rt["init_start"])
+
+    monitors = []
+
+    def fact_and_monitor():
+        rt = load_runtime(ctx.names)
+        if rt:
+            monitors.append(rt)
+        return fact()
+
+    contract(launch, fact_and_monitor)
+    for rt in monitors:  # the detached monitor records the exit under the lock, then leaves
+        wait_for_monitor(rt)
+    for s in (cgroup, volumes, layers):
+        s.undo()
+    teardown.apply()
+    with container_lock(ctx.names) as lock:
+        lock.remove()
+
+
+def test_teardown_refuses_with_a_mount_inside(inst, tmp_path):
+    src = tmp_path / "precious"
+    src.mkdir()
+    (src / "keep").write_text("x")
+    ctx = make_ctx("c-td", volumes=[f"{src}:/data"])
+    image, layers, volumes, teardown = steps_for(ctx, "image", "layers", "volumes", "teardown")
+    for s in (image, layers, volumes):
+        s.apply()
+    with pytest.raises(Exception, match="still mounted"):
+        teardown.apply()
+    assert (src / "keep").exists()  # rmtree never reached the volume's files
+    volumes.undo()
+    layers.undo()
+    teardown.apply()
+    assert teardown.check().applied and (src / "keep").exists()
