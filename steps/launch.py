@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from steps import Change, Step, absent, applied, partial
+from steps import Change, Step, absent, applied, faults, partial
 from steps.facts import boot_id, catches_signal, process_alive, process_start
 from steps.state import load_runtime, remove_file
 
@@ -100,6 +100,7 @@ class LaunchStep(Step):
         if init_alive:
             grace = self.ctx.spec.get("stop_timeout", self.ctx.instance.stop_timeout)
             terminate(rt["init_pid"], rt["init_start"], grace)
+        faults.point("launch.undo.mid")
         remove_file(self.ctx.names.runtime_state)
         try:
             os.rmdir(self.ctx.names.runtime_dir)

@@ -14,7 +14,7 @@ import re
 import shutil
 import uuid
 
-from steps import BadInput, DiyError
+from steps import BadInput, DiyError, faults
 from steps.config import Instance
 from steps.names import images_dir
 from steps.state import Lock, now_iso, read_json, write_json
@@ -112,6 +112,7 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
                 remove_empty(reversed(fresh))  # a refused import leaves no trace
                 raise
+            faults.point("image.apply.mid")
             self.commit_layer(tmp, diff_id)
             return self.register(ref, [diff_id], config, source)
 

@@ -1,0 +1,109 @@
+"""Fault injection: SIGKILL or a failure at every step boundary and inside every step
+of run, start, stop and rm. Then (a) a re-run resumes to a working container and
+(b) teardown leaves the host exactly as before (the leak check of every test)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+
+import pytest
+
+RUN = ["image", "layers", "volumes", "cgroup", "launch"]
+START = ["layers", "volumes", "cgroup", "launch"]
+STOP = ["launch", "cgroup", "volumes", "layers"]
+
+
+def points(stages, action):
+    return [f"{s}.{action}.{where}" for s in stages for where in ("before", "mid", "after")]
+
+
+def cases(pipeline, stages, action):
+    return [pytest.param(pipeline, p, a, id=f"{pipeline}-{p}-{a}")
+            for p in points(stages, action) for a in ("kill", "fail")]
+
+
+@pytest.fixture
+def volume(tmp_path):
+    src = tmp_path / "v"
+    src.mkdir()
+    (src / "f").write_text("hello\n")
+    return src
+
+
+def run_args(volume, *extra):
+    return ["run", "--name", "f", *extra, "--volume", f"{volume}:/data:ro", "--", "/bin/sh", "-c",
+            "cat /data/f; sleep ${NAP:-0}"]
+
+
+def faulted(proc):
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def state(inst):
+    rows = json.loads(inst.cli("ps", "--json", check=True).stdout)
+    return rows[0]["state"] if rows else None
+
+
+def setup_for(inst, pipeline, volume, point):
+    if point.startswith("image."):  # the image step only acts when the image is missing
+        shutil.rmtree(os.path.join(inst.state_root, "images"), ignore_errors=True)
+    if pipeline == "start":
+        inst.cli(*run_args(volume), check=True)
+    elif pipeline in ("stop", "rm"):
+        inst.cli(*run_args(volume, "--detach", "--env", "NAP=1000"), check=True)
+
+
+def act(inst, pipeline, fault=None):
+    args = {"run": None, "start": ["start", "f", "--attach"], "stop": ["stop", "f", "--time", "1"],
+            "rm": ["rm", "f", "--force"]}[pipeline]
+    return inst.cli(*args, fault=fault) if args else None
+
+
+@pytest.mark.parametrize("pipeline,point,action",
+                         cases("run", RUN, "apply") + cases("start", START, "apply")
+                         + cases("stop", STOP, "undo") + cases("rm", STOP + ["teardown"],
+                                                               "undo")[:-6] + cases("rm", ["teardown"], "apply"))
+def test_fault_then_resume_then_teardown(inst, volume, pipeline, point, action):
+    fault = f"{point}:{action}"
+    # (b) fault, then teardown: nothing may be left (checked by the fixture and here)
+    setup_for(inst, pipeline, volume, point)
+    proc = inst.cli(*run_args(volume), fault=fault) if pipeline == "run" else act(inst, pipeline, fault)
+    faulted(proc)
+    inst.cli("teardown", "f", check=True)
+    assert inst.containers() == []
+    # (a) fault, then the same command again resumes to a working container
+    setup_for(inst, pipeline, volume, point)
+    proc = inst.cli(*run_args(volume), fault=fault) if pipeline == "run" else act(inst, pipeline, fault)
+    faulted(proc)
+    if pipeline in ("run", "start"):
+        again = inst.cli(*run_args(volume)) if pipeline == "run" else act(inst, pipeline)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == "hello\n"
+        assert state(inst) == "exited (0)"
+    elif pipeline == "stop":
+        act(inst, pipeline).check_returncode()
+        assert state(inst).startswith("exited")
+    else:
+        act(inst, pipeline).check_returncode() if inst.containers() else None
+        assert inst.containers() == []
+    inst.cli("teardown", "f", check=True)
+
+
+def test_random_sigkills_of_run(inst, volume):
+    rng = random.Random(1234)
+    for _ in range(12):
+        proc = inst.popen(*run_args(volume))
+        time.sleep(rng.uniform(0.0, 0.6))
+        proc.kill()
+        proc.communicate()
+        if rng.random() < 0.5:
+            again = inst.cli(*run_args(volume))
+            assert again.returncode in (0, 125), again.stderr  # 125: it had finished already
+            if again.returncode == 125:
+                assert "already exists" in again.stderr
+        inst.cli("teardown", "f", check=True)
+    assert inst.containers() == []
