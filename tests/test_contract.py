@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from steps import config, spec as specs, stage_classes
+from steps import config, stage_classes
+from steps import spec as specs
 from steps.facts import mounts_at, mounts_below, process_alive
 from steps.lifecycle import wait_for_monitor
 from steps.names import Names
