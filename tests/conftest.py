@@ -30,6 +30,7 @@ class Instance:
                     "DIY_DOCKER_CONFIG": os.path.join(self.root, "config.yaml"),
                     "DIY_DOCKER_STOP_TIMEOUT": "3", "NO_COLOR": "1", "PYTHONPATH": REPO}
         self.env.pop("DIY_DOCKER_FAULT", None)
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)  # every CLI call would compile the package again
 
     def cli(self, *args, fault: str | None = None, timeout: float = 60, check: bool = False,
             input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
