@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import time
-from contextlib import contextmanager
 
 from steps import DiyError
 from steps.names import Names
@@ -163,9 +162,8 @@ def container_lock(names: Names) -> Lock:
     return Lock(names.lock, f"container {names.container}", names.instance.lock_timeout)
 
 
-@contextmanager
-def instance_lock(instance):
+def instance_lock(instance) -> Lock:
+    """One lock per instance for its shared state (the image store; later leases, nft table)."""
     from steps.names import instance_lock as path
 
-    with Lock(path(instance), "the instance's shared state", instance.lock_timeout) as lock:
-        yield lock
+    return Lock(path(instance), "the instance's shared state", instance.lock_timeout)

@@ -85,5 +85,5 @@ def instance_files(state_root: str, run_root: str) -> set[str]:
     locks = os.path.join(run_root, "locks")
     if os.path.isdir(locks):
         left |= {f"file {os.path.join(locks, n)}" for n in os.listdir(locks)
-                 if n not in ("instance.lock", "images.lock")}
+                 if n != "instance.lock"}
     return left

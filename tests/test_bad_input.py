@@ -13,7 +13,7 @@ def tree(path: str) -> list[str]:
     out = []
     for root, dirs, files in os.walk(path):
         out += [os.path.join(root, n) for n in dirs + files]
-    allowed = ("/run", "/run/locks", "/run/locks/images.lock", "/run/locks/instance.lock")
+    allowed = ("/run", "/run/locks", "/run/locks/instance.lock")
     return sorted(p for p in out if not any(p == path + a for a in allowed))
 
 

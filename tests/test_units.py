@@ -218,3 +218,13 @@ def test_busybox_tar_is_deterministic():
     with tarfile.open(fileobj=io.BytesIO(a)) as tf:
         names_ = tf.getnames()
     assert "bin/busybox" in names_ and "bin/sh" in names_ and "etc/passwd" in names_
+
+
+def test_ci_runs_the_readme_test_command():
+    import os
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ci = [line for line in open(os.path.join(repo, ".ci/run")) if line.startswith("apt-get")]
+    readme = open(os.path.join(repo, "README.md")).read()
+    assert len(ci) == 1 and ci[0].strip() in readme.split("\n")
+    assert readme.index(ci[0].strip()) < readme.index("## Usage")

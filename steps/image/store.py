@@ -17,7 +17,7 @@ import uuid
 from steps import BadInput, DiyError, faults
 from steps.config import Instance
 from steps.names import images_dir
-from steps.state import Lock, now_iso, read_json, write_json
+from steps.state import Lock, instance_lock, now_iso, read_json, write_json
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -45,8 +45,8 @@ class Store:
         return os.path.join(self.root, "repositories.json")
 
     def lock(self) -> Lock:
-        return Lock(os.path.join(self.instance.run_root, "locks", "images.lock"),
-                    "the image store", self.instance.lock_timeout)
+        """The instance lock: the store is state every container of the instance shares."""
+        return instance_lock(self.instance)
 
     def index(self) -> dict[str, str]:
         return read_json(self.index_path) or {}
