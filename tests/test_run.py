@@ -148,3 +148,58 @@ def test_generated_name(inst):
     p = inst.cli("run", "--rm", "--", "/bin/true")
     assert p.returncode == 0
     assert "name: " in p.stderr
+
+
+def test_one_step_alone(inst):
+    inst.cli("run", "--name", "dbg", "--memory", "64M", "--", "/bin/true", check=True)
+    p = inst.cli("step.cgroup", "--name", "dbg", "--check")
+    assert p.returncode == 0 and "would change" in p.stdout and "mkdir" in p.stdout
+    inst.cli("step.cgroup", "--name", "dbg", check=True)
+    p = inst.cli("step.cgroup", "--name", "dbg", "--check", "--json")
+    [event] = [json.loads(line) for line in p.stdout.splitlines() if '"step"' in line]
+    assert event["status"] == "ok" and "memory=" in event["detail"]
+    inst.cli("step.cgroup", "--name", "dbg", "--undo", check=True)
+    p = inst.cli("step.cgroup", "--name", "dbg", "--undo")
+    assert "ok:" in p.stdout  # the second undo had nothing to do
+    inst.cli("rm", "dbg", check=True)
+
+
+def test_journal_keeps_history(inst):
+    inst.cli("run", "--name", "hist", "--", "/bin/true", check=True)
+    path = os.path.join(inst.state_root, "containers", "hist", "journal.jsonl")
+    entries = [json.loads(line) for line in open(path)]
+    assert [e["step"] for e in entries if e["pipeline"] == "run"] == ["image", "layers", "volumes", "cgroup",
+                                                                        "launch"]
+    assert {"time", "pipeline", "step", "action", "result", "ms"} <= set(entries[0])
+    assert any(e["pipeline"] == "exit" and e["action"] == "undo" for e in entries)
+    inst.cli("rm", "hist", check=True)
+
+
+def test_console_script_is_the_same_program(inst):
+    import shutil
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(sys.executable), "diy-docker")
+    if not os.path.exists(script):
+        script = shutil.which("diy-docker")
+    if not script:
+        pytest.skip("diy-docker is not installed here (pip install -e . makes it)")
+    p = subprocess.run([script, "run", "--rm", "--name", "cs", "--", "/bin/sh", "-c", 'printf "[%s]" "$@"', "sh",
+                        "a  b", "c'd"], env=inst.env, capture_output=True, text=True, cwd="/", timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "[a  b][c'd]"
+
+
+def test_list_and_help_are_quick_to_import(inst):
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['invoke', '--list']; "
+            "from invoke import Program; import tasks; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'jinja2') "
+            "or m in ('steps.lifecycle', 'steps.cgroup', 'steps.image', 'steps.launch', 'tarfile')))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)) or ".",
+                       capture_output=True, text=True, env=inst.env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"  # heavy imports wait for the code that needs them
