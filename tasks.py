@@ -63,9 +63,10 @@ def start(c, name, attach=False, check=False, json=False, no_rollback=False):
 @guarded
 def stop(c, name, time=None, check=False, json=False):
     """Stop a running container: SIGTERM, a grace period, SIGKILL; then undo its runtime steps."""
+    from steps.lifecycle import parse_timeout
     from steps.lifecycle import stop as stop_container
 
-    return stop_container(name, None if time is None else int(time), _out(check, json))
+    return stop_container(name, parse_timeout(time), _out(check, json))
 
 
 @task(help={"name": "the container", "force": "stop it first when it runs", **OUTPUT_HELP})

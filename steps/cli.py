@@ -34,10 +34,10 @@ def guarded(fn):
             raise Exit(f"diy-docker: {e}", e.code) from None
         except KeyboardInterrupt:
             raise Exit("diy-docker: interrupted", 130) from None
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - one line for the user; the trace on request
             if os.environ.get("DIY_DOCKER_DEBUG"):
                 raise
-            raise Exit(f"diy-docker: {e} (DIY_DOCKER_DEBUG=1 shows where)", 125) from None
+            raise Exit(f"diy-docker: {type(e).__name__}: {e} (DIY_DOCKER_DEBUG=1 shows where)", 125) from None
         if code:
             raise Exit(code=code)
         return code

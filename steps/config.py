@@ -30,7 +30,7 @@ class Instance:
             value = getattr(self, key)
             if not os.path.isabs(value) or ".." in value.split("/"):
                 raise BadInput(f"bad config {key}={value!r}: must be an absolute path without '..'")
-        if not _CGROUP_PARENT.match(self.cgroup_parent) or ".." in self.cgroup_parent.split("/"):
+        if not _CGROUP_PARENT.fullmatch(self.cgroup_parent) or ".." in self.cgroup_parent.split("/"):
             raise BadInput(f"bad config cgroup_parent={self.cgroup_parent!r}: "
                            "use letters, digits, '_', '.', '-' (and '/' between parts)")
         for key in ("stop_timeout", "lock_timeout"):

@@ -17,16 +17,20 @@ from steps.state import load_runtime, remove_file
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def command_argv(spec: dict) -> list[str]:
-    """The command after `--`, else the image's Cmd, else /bin/sh."""
-    return list(spec.get("command") or spec.get("image_cmd") or ["/bin/sh"])
+def command_argv(spec: dict, config: dict | None = None) -> list[str]:
+    """The command after `--`, else the image's Entrypoint + Cmd, else /bin/sh."""
+    config = config or {}
+    entry = list(config.get("Entrypoint") or [])
+    cmd = list(spec.get("command") or config.get("Cmd") or ([] if entry else ["/bin/sh"]))
+    return entry + cmd
 
 
-def container_env(spec: dict, tty: bool) -> dict[str, str]:
+def container_env(spec: dict, tty: bool, config: dict | None = None) -> dict[str, str]:
+    """Defaults, then the image's Env, then --env."""
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": spec.get("hostname") or spec["name"], "HOME": "/root"}
     if tty:
         env["TERM"] = os.environ.get("TERM", "xterm")
-    for item in spec.get("env") or []:
+    for item in list((config or {}).get("Env") or []) + list(spec.get("env") or []):
         key, _, value = item.partition("=")
         env[key] = value
     return env

@@ -46,7 +46,10 @@ class LayersStep(Step):
             changes = [Change(f"mkdir {d}") for d in missing]
             return absent(changes + [Change(f"mount overlay on {n.merged}")], "not mounted")
         top = stack[-1]
-        want = dict(p.split("=", 1) for p in self.options(self.image_record()).split(","))
+        try:
+            want = dict(p.split("=", 1) for p in self.options(self.image_record()).split(","))
+        except (StepFailed, KeyError):  # no record or no image: what is mounted cannot be ours to keep
+            return partial([Change(f"mount on {n.merged}", f"{top.fstype} {top.source}", "unknown image")])
         have = parse_overlay_options(top.super_options)
         if top.fstype != "overlay" or any(have.get(k) != v for k, v in want.items()):
             return partial([Change(f"mount on {n.merged}", f"{top.fstype} {top.source}", "our overlay")])
@@ -66,12 +69,16 @@ class LayersStep(Step):
 
     def undo(self):
         merged = self.ctx.names.merged
-        while mounts_at(merged):
+        for _ in range(len(mounts_at(merged)) + 2):
+            if not mounts_at(merged):
+                return
             faults.point("layers.undo.mid")
             try:
-                linux.umount(merged)
+                linux.umount(merged, linux.UMOUNT_NOFOLLOW)
             except OSError as e:
                 if e.errno == errno.EBUSY:  # volumes or a straggler still below: detach all
-                    linux.umount(merged, linux.MNT_DETACH)
+                    linux.umount(merged, linux.MNT_DETACH | linux.UMOUNT_NOFOLLOW)
                 elif e.errno not in (errno.EINVAL, errno.ENOENT):
                     raise
+        if mounts_at(merged):
+            raise StepFailed(f"cannot unmount {merged}: it stays mounted (shadowed by another mount?)")

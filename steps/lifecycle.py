@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from steps import EXIT_NOT_FOUND, BadInput, DiyError, config
@@ -45,6 +46,25 @@ def names_for(name: str) -> Names:
     return Names(config.load(), name)
 
 
+def parse_timeout(text) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise BadInput(f"bad --time {text!r}: expected whole seconds, e.g. 10") from None
+    if value < 0:
+        raise BadInput(f"bad --time {text!r}: must be 0 or more seconds")
+    return value
+
+
+def unused_name() -> str:
+    instance = config.load()
+    while load_record(Names(instance, name := generate_name())) is not None:
+        pass
+    return name
+
+
 def existing(names: Names) -> dict:
     record = load_record(names)
     if record is None:
@@ -52,38 +72,77 @@ def existing(names: Names) -> dict:
     return record
 
 
-def running(ctx: Context) -> int | None:
-    """The init's pid when the container runs under a live monitor."""
+def facts(names: Names) -> tuple[dict | None, bool, bool]:
     from steps.launch import runtime_facts
 
-    rt, init_alive, monitor_alive = runtime_facts(ctx.names)
-    return rt["init_pid"] if init_alive and monitor_alive else None
+    return runtime_facts(names)
+
+
+@contextmanager
+def settled(names: Names, check_only: bool = False):
+    """The container's lock, taken once no monitor is finishing (it needs the lock to clean
+    up after its init: wait for it outside). Check mode takes no lock and makes no file.
+    When the container is gone on release, its lock file goes too."""
+    if check_only:
+        yield None
+        return
+    deadline = time.monotonic() + names.instance.lock_timeout
+    while True:
+        lock = container_lock(names).acquire()
+        rt, init_alive, monitor_alive = facts(names)
+        if not (monitor_alive and not init_alive) or rt.get("monitor_pid") == os.getpid():
+            break
+        lock.release()
+        if time.monotonic() > deadline:
+            raise DiyError(f"container {names.container} is busy: its monitor (pid {rt['monitor_pid']}) "
+                           "is still cleaning up; try again")
+        wait_for_monitor(rt, timeout=1)
+    try:
+        yield lock
+    finally:
+        if not os.path.isdir(names.container_dir):
+            lock.remove()
+        lock.release()
+
+
+def running_pid(names: Names, with_monitor: bool = True) -> int | None:
+    """The init's pid while it runs (under a live monitor unless with_monitor is False)."""
+    rt, init_alive, monitor_alive = facts(names)
+    return rt["init_pid"] if init_alive and (monitor_alive or not with_monitor) else None
+
+
+def stop_orphan(ctx: Context) -> None:
+    """An init whose monitor was killed is stopped before a resumed run or start touches
+    its mounts: nothing may run in the rootfs while the volumes are resolved."""
+    from steps.launch import LaunchStep
+
+    if running_pid(ctx.names, with_monitor=False):
+        LaunchStep(ctx).undo()
 
 
 def run(opts: RunOptions, out: Output) -> int:
-    names = names_for(generate_name() if opts.name is None else opts.name)
+    names = names_for(opts.name if opts.name is not None else unused_name())
     spec = specs.build(names.container, opts.image, opts.command, opts.env, opts.workdir,
                        opts.hostname, opts.volumes, opts.memory, opts.cpus, opts.pids_limit, opts.rm)
     reporter = out.reporter(attached=not opts.detach)
     if opts.name is None:
         reporter.message(f"name: {names.container}")
-    ctx = Context(names.instance, names, spec, attach=not opts.detach,
-                  tty=not opts.detach and os.isatty(0))
+    ctx = Context(names.instance, names, spec, attach=not opts.detach, tty=not opts.detach and os.isatty(0))
     if out.check:
         Engine(ctx, reporter, check_only=True, pipeline="run").run("run")
         reporter.recap(names.container, "run (check)")
         return 0
     precheck(ctx)  # everything that can be refused is refused before anything is made
-    with container_lock(names) as lock:
+    with settled(names):
         created = adopt_or_create(ctx)
         try:
             Engine(ctx, reporter, rollback=out.rollback, pipeline="run").run("run")
         except DiyError:
             if created and out.rollback:
-                forget(ctx, reporter, lock)
-            reporter.recap(names.container, "run")
+                forget(ctx, reporter)
             raise
-    reporter.recap(names.container, "run")
+        finally:
+            reporter.recap(names.container, "run")
     if opts.detach:
         print(names.container)
         return 0
@@ -102,7 +161,12 @@ def precheck(ctx: Context) -> None:
     old = load_record(ctx.names)
     if old is None:
         check_command(ctx)
-    elif not specs.same(old, ctx.spec):
+    else:
+        check_same(old, ctx)
+
+
+def check_same(old: dict, ctx: Context) -> None:
+    if not specs.same(old, ctx.spec):
         name = ctx.names.container
         changed = ", ".join(specs.differences(old, ctx.spec))
         raise BadInput(f"container {name} already exists with a different {changed}; "
@@ -114,42 +178,33 @@ def adopt_or_create(ctx: Context) -> bool:
     old = load_record(ctx.names)
     name = ctx.names.container
     if old is None:
-        check_command(ctx)
         save_record(ctx.names, ctx.spec)
         return True
-    if not specs.same(old, ctx.spec):
-        changed = ", ".join(specs.differences(old, ctx.spec))
-        raise BadInput(f"container {name} already exists with a different {changed}; "
-                       f"remove it (invoke rm {name}) or choose another --name")
+    check_same(old, ctx)
     ctx.spec = old
-    if pid := running(ctx):
+    if pid := running_pid(ctx.names):
         raise DiyError(f"container {name} is already running (pid {pid})")
     if old.get("last", {}).get("finished_at"):
         raise DiyError(f"container {name} already exists and has exited; "
                        f"start it again (invoke start {name}) or remove it (invoke rm {name})")
+    stop_orphan(ctx)
     return False
 
 
 def check_command(ctx: Context) -> None:
     """Refuse a command the image does not have before anything is made."""
-    from steps.image import canonical
-    from steps.image.store import Store
+    from steps.image import command_in_image
 
     argv = ctx.spec.get("command")
-    store = Store(ctx.instance)
-    record = store.resolve(canonical(ctx.spec["image"]))
-    if not argv or record is None:
-        return
-    if not specs.command_exists(store.lower_dirs(record), argv[0], ctx.spec["env"]):
+    if argv and not command_in_image(ctx.instance, ctx.spec["image"], argv[0], ctx.spec["env"]):
         raise DiyError(f"{argv[0]}: command not found in image {ctx.spec['image']}", EXIT_NOT_FOUND)
 
 
-def forget(ctx: Context, reporter: Reporter, lock) -> None:
+def forget(ctx: Context, reporter: Reporter) -> None:
     """Remove the record this failed run wrote, so the host is as it was."""
     engine = Engine(ctx, reporter, pipeline="rollback")
     try:
         engine.one(engine.step("teardown"), "apply")
-        lock.remove()
     except Exception:  # noqa: BLE001 - the original error is the one to report
         pass
 
@@ -164,13 +219,14 @@ def start(name: str, attach: bool, out: Output) -> int:
     names = names_for(name)
     reporter = out.reporter(attached=attach)
     existing(names)
-    with container_lock(names):
+    with settled(names, out.check):
         ctx = Context(names.instance, names, existing(names), attach=attach, tty=attach and os.isatty(0))
-        if pid := running(ctx):
+        if pid := running_pid(names):
             raise DiyError(f"container {name} is already running (pid {pid})")
-        engine = Engine(ctx, reporter, check_only=out.check, rollback=out.rollback, pipeline="start")
+        if not out.check:
+            stop_orphan(ctx)
         try:
-            engine.run("start")
+            Engine(ctx, reporter, check_only=out.check, rollback=out.rollback, pipeline="start").run("start")
         finally:
             reporter.recap(name, "start")
     if attach and not out.check:
@@ -179,33 +235,23 @@ def start(name: str, attach: bool, out: Output) -> int:
 
 
 def stop(name: str, timeout: int | None, out: Output) -> int:
-    from steps.launch import runtime_facts
-
     names = names_for(name)
     reporter = out.reporter(attached=False)
     existing(names)
-    with container_lock(names):
+    with settled(names, out.check):
         ctx = Context(names.instance, names, existing(names))
         if timeout is not None:
             ctx.spec["stop_timeout"] = timeout
-        rt, _, monitor_alive = runtime_facts(names)
+        rt, _, monitor_alive = facts(names)
         try:
             Engine(ctx, reporter, check_only=out.check, pipeline="stop").run("stop")
         finally:
             reporter.recap(name, "stop")
-        if rt and not monitor_alive and not out.check:
+        if rt and not monitor_alive and not out.check:  # nobody else will record the exit
             update_record(names, finished_at=now_iso(), exit_code=None)
     if not out.check:
         wait_for_monitor(rt if monitor_alive else None)
     return 0
-
-
-def live_monitor(names: Names) -> dict | None:
-    """The runtime state when a monitor still lives for this container."""
-    from steps.launch import runtime_facts
-
-    rt, _, monitor_alive = runtime_facts(names)
-    return rt if monitor_alive else None
 
 
 def wait_for_monitor(rt: dict | None, timeout: float = 30) -> None:
@@ -219,21 +265,27 @@ def wait_for_monitor(rt: dict | None, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
-def rm(name: str, force: bool, out: Output) -> int:
+def remove(name: str, out: Output, record: dict | None, pipeline: str) -> dict | None:
+    """The rm pipeline, then wait for a monitor that still has to notice."""
     names = names_for(name)
     reporter = out.reporter(attached=False)
+    ctx = Context(names.instance, names, record or {"name": name})
+    rt, _, monitor_alive = facts(names)
+    try:
+        Engine(ctx, reporter, check_only=out.check, pipeline=pipeline).run("rm")
+    finally:
+        reporter.recap(name, pipeline)
+    return rt if monitor_alive else None
+
+
+def rm(name: str, force: bool, out: Output) -> int:
+    names = names_for(name)
     existing(names)
-    with container_lock(names) as lock:
-        ctx = Context(names.instance, names, existing(names))
-        monitor = live_monitor(names)
-        if (pid := running(ctx)) and not force:
+    with settled(names, out.check):
+        record = existing(names)
+        if (pid := running_pid(names, with_monitor=False)) and not force:
             raise DiyError(f"container {name} is running (pid {pid}); stop it first or use --force")
-        try:
-            Engine(ctx, reporter, check_only=out.check, pipeline="rm").run("rm")
-        finally:
-            reporter.recap(name, "rm")
-        if not out.check:
-            lock.remove()
+        monitor = remove(name, out, record, "rm")
     if not out.check:
         wait_for_monitor(monitor)
     return 0
@@ -242,16 +294,8 @@ def rm(name: str, force: bool, out: Output) -> int:
 def teardown(name: str, out: Output) -> int:
     """Roll everything back, whatever state the container is in; needs no record."""
     names = names_for(name)
-    reporter = out.reporter(attached=False)
-    with container_lock(names) as lock:
-        ctx = Context(names.instance, names, load_record(names) or {"name": name})
-        monitor = live_monitor(names)
-        try:
-            Engine(ctx, reporter, check_only=out.check, pipeline="teardown").run("rm")
-        finally:
-            reporter.recap(name, "teardown")
-        if not out.check:
-            lock.remove()
+    with settled(names, out.check):
+        monitor = remove(name, out, load_record(names), "teardown")
     if not out.check:
         wait_for_monitor(monitor)
     return 0
@@ -263,7 +307,7 @@ def one_step(stage: str, name: str, undo: bool, out: Output) -> int:
     reporter = out.reporter(attached=False)
     if not undo:
         existing(names)
-    with container_lock(names):
+    with settled(names, out.check):
         record = load_record(names)
         if record is None and not undo:
             raise DiyError(f"no such container: {name}; create it with invoke run first")

@@ -51,6 +51,8 @@ def containers() -> list[tuple[Names, dict]]:
     root = containers_dir(instance)
     found = []
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        if not valid_name(name):
+            continue  # not ours: something else wrote into the containers directory
         names = Names(instance, name)
         record = load_record(names)
         if record is not None:
@@ -58,11 +60,22 @@ def containers() -> list[tuple[Names, dict]]:
     return found
 
 
+def valid_name(name: str) -> bool:
+    from steps import BadInput
+    from steps.names import check_container_name
+
+    try:
+        check_container_name(name)
+        return True
+    except BadInput:
+        return False
+
+
 def ps(as_json: bool) -> int:
     rows = []
     for names, record in containers():
         state = state_of(names, record)
-        argv = record.get("command") or record.get("image_cmd") or ["/bin/sh"]
+        argv = record.get("command") or ["(image default)"]
         rows.append({"name": names.container, "image": record["image"], **state,
                      "created": record.get("created"), "command": argv})
     if as_json:

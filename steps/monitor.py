@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import termios
 
 from steps import EXIT_DIY_FAILED, StepFailed, faults, linux
 from steps.facts import boot_id, catches_signal, process_start
@@ -39,37 +40,46 @@ class Monitor:
         self.ctx = ctx
         self.init_pid = 0
         self.init_start = 0
-        self.signals_seen = 0
+        self.interrupts = 0  # a second Ctrl-C kills
+        self.previous: dict = {}
 
     def plan(self) -> dict:
+        from steps.image.store import Store
         from steps.launch import command_argv, container_env
 
         spec = self.ctx.spec
+        image = Store(self.ctx.instance).image(spec["image_id"]) if spec.get("image_id") else None
+        config = (image or {}).get("config") or {}
         return {"cgroup": self.ctx.names.cgroup_path, "rootfs": self.ctx.names.merged,
                 "hostname": spec.get("hostname") or self.ctx.names.container,
-                "workdir": spec.get("workdir") or "/", "tty": self.ctx.tty,
-                "argv": command_argv(spec), "env": container_env(spec, self.ctx.tty)}
+                "workdir": spec.get("workdir") or config.get("WorkingDir") or "/", "tty": self.ctx.tty,
+                "argv": command_argv(spec, config), "env": container_env(spec, self.ctx.tty, config)}
 
     def spawn(self) -> int:
         """Start the init; returns its pid once it has exec'd the command."""
         from steps.init import setup
 
         plan = self.plan()
+        self.save_terminal()
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         child = os.fork()
         if child == 0:
-            for fd in (err_r, pid_r, go_w):
-                os.close(fd)
-            setup(plan, err_w, pid_w, go_r)
+            try:
+                for fd in (err_r, pid_r, go_w):
+                    os.close(fd)
+                setup(plan, err_w, pid_w, go_r)
+            finally:
+                os._exit(EXIT_DIY_FAILED)  # never back into the caller's code
         for fd in (err_w, pid_w, go_r):
             os.close(fd)
         pid_text = read_all(pid_r).decode().strip()
         os.waitpid(child, 0)
         if not pid_text:
             os.close(go_w)
+            self.reclaim_terminal()
             raise self.failure(read_all(err_r))
         self.init_pid = int(pid_text)
         self.init_start = process_start(self.init_pid) or 0
@@ -81,6 +91,7 @@ class Monitor:
         error = read_all(err_r)
         if error:
             self.restore_handlers()
+            self.reclaim_terminal()
             os.waitpid(self.init_pid, 0)
             remove_file(self.ctx.names.runtime_state)
             raise self.failure(error)
@@ -106,10 +117,11 @@ class Monitor:
     def forward(self, signo: int, _frame=None) -> None:
         """Pass a signal on. PID 1 ignores signals it has no handler for, so where
         the init does not catch it, do what the default action would: end it."""
-        self.signals_seen += 1
         if not self.init_pid:
             return
-        if signo == signal.SIGINT and self.signals_seen > 1 or not catches_signal(self.init_pid, signo):
+        if signo == signal.SIGINT:
+            self.interrupts += 1
+        if self.interrupts > 1 or not catches_signal(self.init_pid, signo):
             signo = signal.SIGKILL
         try:
             os.kill(self.init_pid, signo)
@@ -121,7 +133,7 @@ class Monitor:
         self.previous[signal.SIGTTOU] = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
 
     def restore_handlers(self) -> None:
-        for s, handler in getattr(self, "previous", {}).items():
+        for s, handler in self.previous.items():
             signal.signal(s, handler)
         self.previous = {}
 
@@ -136,30 +148,55 @@ class Monitor:
             return EXIT_DIY_FAILED
         finally:
             self.reclaim_terminal()
-            self.restore_handlers()
+            for s in FORWARDED:  # nothing to forward to now; the clean-up must not be cut short
+                signal.signal(s, signal.SIG_IGN)
 
-    def reclaim_terminal(self) -> None:
+    def save_terminal(self) -> None:
+        self.termios = None
         if self.ctx.tty:
             try:
-                os.tcsetpgrp(0, os.getpgrp())
-            except OSError:
+                self.termios = termios.tcgetattr(0)
+            except termios.error:
                 pass
+
+    def reclaim_terminal(self) -> None:
+        """Take the terminal back, in the mode it had before the container changed it."""
+        if not self.ctx.tty:
+            return
+        try:
+            os.tcsetpgrp(0, os.getpgrp())
+            if getattr(self, "termios", None):
+                termios.tcsetattr(0, termios.TCSADRAIN, self.termios)
+        except (OSError, termios.error):
+            pass
 
     # --- after the exit ------------------------------------------------------
 
     def mine(self) -> bool:
         """Whether the runtime state still names our init (or nothing): nobody restarted it."""
         rt = load_runtime(self.ctx.names)
-        return rt is None or (rt.get("init_pid"), rt.get("init_start")) == (self.init_pid, self.init_start)
+        if rt is None:  # stopped meanwhile: ours if the record still names our init
+            record = load_record(self.ctx.names) or {}
+            return record.get("last", {}).get("pid") == self.init_pid
+        return (rt.get("init_pid"), rt.get("init_start")) == (self.init_pid, self.init_start)
 
     def finish(self, code: int, reporter, remove: bool = False) -> int:
         """Record the exit and undo the runtime steps, under the container's lock."""
         from steps.cgroup import oom_kills
-        from steps.pipeline import Engine
         from steps.state import container_lock
 
         oom = self.safe_oom_kills(oom_kills)
-        with container_lock(self.ctx.names) as lock:
+        lock = container_lock(self.ctx.names)
+        lock.timeout = 3600.0  # a `stop --time N` may hold it for a while: wait, never give up on cleaning
+        try:
+            return self.clean_up(lock, code, oom, reporter, remove)
+        finally:
+            self.restore_handlers()
+
+    def clean_up(self, lock, code: int, oom: bool, reporter, remove: bool) -> int:
+        from steps.pipeline import Engine
+
+        with lock:
             if load_record(self.ctx.names) is None:  # removed meanwhile (rm --force, teardown)
                 lock.remove()
                 return code
@@ -184,11 +221,13 @@ def spawn_detached(ctx) -> int:
     r, w = os.pipe2(os.O_CLOEXEC)
     first = os.fork()
     if first == 0:
-        os.close(r)
-        os.setsid()
-        if os.fork() != 0:
-            os._exit(0)
-        daemon(ctx, w)
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() == 0:
+                daemon(ctx, w)
+        finally:
+            os._exit(0)  # never back into the caller's code
     os.close(w)
     os.waitpid(first, 0)
     answer = read_all(r).decode(errors="replace")
@@ -205,6 +244,7 @@ def daemon(ctx, w: int) -> None:
     from steps.report import Reporter
 
     try:
+        os.chdir("/")  # do not pin the caller's working directory for the container's life
         log = os.open(ctx.names.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -218,9 +258,10 @@ def daemon(ctx, w: int) -> None:
         os.write(w, f"ok {pid}".encode())
         os.close(w)
     except BaseException as e:  # noqa: BLE001
-        code = getattr(e, "code", EXIT_DIY_FAILED)
-        os.write(w, f"err {code} {e}".encode(errors="replace"))
-        os._exit(1)
+        try:
+            os.write(w, f"err {getattr(e, 'code', EXIT_DIY_FAILED)} {e}".encode(errors="replace"))
+        finally:
+            os._exit(1)
     try:
         code = monitor.wait()
         with open(os.devnull, "w") as quiet:  # the log is the container's; steps go to the journal

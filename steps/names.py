@@ -21,7 +21,7 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def check_container_name(name: str) -> str:
-    if not isinstance(name, str) or not _CONTAINER.match(name) or name != name.strip():
+    if not isinstance(name, str) or not _CONTAINER.fullmatch(name):
         shown = repr(name) if isinstance(name, str) and len(name) <= 70 else f"{str(name)[:40]!r}..."
         raise BadInput(f"bad container name {shown}: use 1-64 letters, digits, '_', '.', '-', "
                        "starting with a letter or digit")
@@ -44,10 +44,10 @@ def parse_image_ref(ref: str) -> tuple[str, str]:
     colon = ref.rfind(":")
     if colon > slash:
         name, tag = ref[:colon], ref[colon + 1:]
-    if not _REPO.match(name):
+    if not _REPO.fullmatch(name):
         raise BadInput(f"bad image name {name!r}: use lowercase letters, digits and '.', '_', '-' "
                        "between them, '/' between parts (e.g. busybox, team/app)")
-    if not _TAG.match(tag):
+    if not _TAG.fullmatch(tag):
         raise BadInput(f"bad image tag {tag!r}: use up to 128 letters, digits, '_', '.', '-'")
     return name, tag
 

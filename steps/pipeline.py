@@ -58,33 +58,30 @@ class Engine:
         return self.classes[stage](self.ctx)
 
     def run(self, name: str) -> None:
-        """Run a whole pipeline; applies are rolled back on failure, undos are best effort."""
+        """Run a pipeline. Undos are best effort: all run, the first error is raised at the
+        end. An apply runs only when nothing failed before it; a failed apply rolls back
+        the applies this run made (and itself), in reverse."""
         self.pipeline = self.pipeline or name
-        entries = expand(name)
-        if all(action == "undo" or stage == "teardown" for action, stage in entries):
-            self.run_undos(entries)
-            return
-        self.run_applies(entries)
-
-    def run_applies(self, entries: list[tuple[str, str]]) -> None:
-        touched: list[Step] = []
-        for action, stage in entries:
+        applied: list[Step] = []
+        errors: list[DiyError] = []
+        for action, stage in expand(name):
             step = self.step(stage)
+            if action == "undo":
+                try:
+                    self.one(step, action)
+                except Exception as e:  # keep going: undo as much as possible
+                    errors.append(as_diy_error(e, stage))
+                continue
+            if errors:
+                self.report(step, action, SKIPPED, "an undo before it failed", time.monotonic())
+                continue
             try:
                 if self.one(step, action):
-                    touched.append(step)
+                    applied.append(step)
             except BaseException as e:  # KeyboardInterrupt too: roll back, then report
                 if self.rollback and not self.check_only:
-                    self.roll_back(touched + [step])
+                    self.roll_back(applied + [step])
                 raise as_diy_error(e, step.name) from None
-
-    def run_undos(self, entries: list[tuple[str, str]]) -> None:
-        errors = []
-        for action, stage in entries:
-            try:
-                self.one(self.step(stage), action)
-            except Exception as e:  # keep going: undo as much as possible, report the first error
-                errors.append(as_diy_error(e, stage))
         if errors:
             raise errors[0]
 

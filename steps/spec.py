@@ -21,7 +21,7 @@ def parse_env(items: list[str]) -> list[str]:
     out = []
     for item in items or []:
         key, eq, value = item.partition("=")
-        if not _ENV_KEY.match(key) or "\0" in value:
+        if not _ENV_KEY.fullmatch(key) or "\0" in value:
             raise BadInput(f"bad env {item!r}: expected KEY=VALUE with KEY of letters, digits and '_'")
         if not eq:  # `--env KEY` takes the value from this environment, as Docker does
             if key not in os.environ:
@@ -42,7 +42,7 @@ def parse_workdir(path: str | None) -> str:
 def parse_hostname(name: str | None) -> str | None:
     if name in (None, ""):
         return None
-    if len(name) > 64 or not _HOSTNAME.match(name):
+    if len(name) > 64 or not _HOSTNAME.fullmatch(name):
         raise BadInput(f"bad hostname {name!r}: use letters, digits and '-' (labels joined by '.'), "
                        "at most 64 characters")
     return name
@@ -76,20 +76,27 @@ def differences(a: dict, b: dict) -> list[str]:
     return [k for k in SPEC_KEYS if a.get(k) != b.get(k)]
 
 
-def command_exists(lower_dirs: list[str], argv0: str, env: list[str]) -> bool:
-    """Whether argv0 can be found in the image (top layer first), as execvp would look."""
+def command_candidates(argv0: str, env: list[str]) -> list[str]:
+    """The absolute paths execvp would try for argv0 (a relative one is left to exec)."""
     from steps.launch import DEFAULT_PATH
 
     path = dict(e.split("=", 1) for e in env).get("PATH", DEFAULT_PATH)
-    candidates = [argv0] if "/" in argv0 else [os.path.join(d or ".", argv0) for d in path.split(":")]
+    if "/" in argv0:
+        return [argv0] if argv0.startswith("/") else []
+    return [os.path.join(d, argv0) for d in path.split(":") if d.startswith("/")]
+
+
+def command_exists(lower_dirs: list[str], argv0: str, env: list[str]) -> bool:
+    """Whether argv0 can be found in the image (top layer first), as execvp would look."""
+    candidates = command_candidates(argv0, env)
+    if not candidates:
+        return True  # relative to the workdir: let exec decide
     for candidate in candidates:
-        if not candidate.startswith("/"):
-            return True  # relative to the workdir: let exec decide
         for layer in lower_dirs:
             try:
                 found = resolve_in_root(layer, candidate)
             except Exception:  # noqa: BLE001 - a layer we cannot judge: let exec decide
                 return True
-            if found and os.path.isfile(found):
-                return True
+            if found and os.path.exists(found):
+                return True  # a directory or a non-executable: exec says 126
     return False

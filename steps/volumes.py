@@ -128,31 +128,56 @@ class VolumesStep(Step):
         merged = self.ctx.names.merged
         if not mounts_at(merged):
             raise StepFailed(f"cannot mount volumes: {merged} is not mounted (layers step)")
+        claimed: dict[str, str] = {}
         for vol in self.volumes:
+            host = self.target_of(vol, claimed)
             if self.differences(vol):
-                self.bind(vol)
+                self.bind(vol, host)
             faults.point("volumes.apply.mid")
 
-    def bind(self, vol: dict) -> None:
+    def target_of(self, vol: dict, claimed: dict[str, str]) -> str:
+        """The host path of vol's target, made if missing; refuses the root and overlaps."""
+        merged = self.ctx.names.merged
         as_dir = os.path.isdir(vol["source"])
-        host = resolve_in_root(self.ctx.names.merged, vol["target"], create=True, as_dir=as_dir)
+        host = resolve_in_root(merged, vol["target"], create=True, as_dir=as_dir)
+        what = f"cannot mount {vol['source']} on {vol['target']}"
+        if os.path.normpath(host) == os.path.normpath(merged):
+            raise StepFailed(f"{what}: in this image it resolves to the container's root /")
+        if host in claimed:
+            raise StepFailed(f"{what}: in this image it is the same place as {claimed[host]}")
+        claimed[host] = vol["target"]
         if os.path.isdir(host) != as_dir:
             kind = "directory" if as_dir else "file"
-            raise StepFailed(f"cannot mount {vol['source']} on {vol['target']}: "
-                             f"the source is a {kind} and the target is not")
-        while mounts_at(host):
-            linux.umount(host, linux.MNT_DETACH)
-        linux.mount(vol["source"], host, None, linux.MS_BIND | linux.MS_REC)
+            raise StepFailed(f"{what}: the source is a {kind} and the target is not")
+        return host
+
+    def bind(self, vol: dict, host: str) -> None:
+        """Bind through an O_PATH fd checked to be inside merged (no symlink swap between
+        resolving and mounting). A read-only volume is bound without its submounts, as a
+        recursive bind would leave them writable; it keeps the source's nosuid/nodev/noexec."""
+        merged = self.ctx.names.merged
+        while mounts_at(host):  # a stale or wrong bind of ours at this target
+            linux.umount(host, linux.MNT_DETACH | linux.UMOUNT_NOFOLLOW)
+        fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+            if not real.startswith(os.path.realpath(merged) + "/"):
+                raise StepFailed(f"cannot mount {vol['source']} on {vol['target']}: {real} is outside the container")
+            linux.mount(vol["source"], f"/proc/self/fd/{fd}", None,
+                        linux.MS_BIND | (0 if vol["ro"] else linux.MS_REC))
+        finally:
+            os.close(fd)
         if vol["ro"]:
-            linux.mount(None, host, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
+            kept = os.statvfs(vol["source"]).f_flag & (linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+            linux.mount(None, host, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | kept)
 
     def undo(self):
         for m in mounts_below(self.ctx.names.merged):
             faults.point("volumes.undo.mid")
             try:
-                linux.umount(m.mount_point)
+                linux.umount(m.mount_point, linux.UMOUNT_NOFOLLOW)
             except OSError as e:
                 if e.errno == errno.EBUSY:
-                    linux.umount(m.mount_point, linux.MNT_DETACH)
+                    linux.umount(m.mount_point, linux.MNT_DETACH | linux.UMOUNT_NOFOLLOW)
                 elif e.errno not in (errno.EINVAL, errno.ENOENT):
                     raise

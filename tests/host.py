@@ -26,6 +26,9 @@ def cgroup_roots() -> list[str]:
     return roots
 
 
+SANDBOX_CGROUPS = ("process_api", "payload", "supervisor")  # the machine's own, as host-residue skips them
+
+
 def cgroups() -> set[str]:
     out = set()
     for root in cgroup_roots():
@@ -33,6 +36,7 @@ def cgroups() -> set[str]:
             depth = dirpath[len(root):].count("/")
             if depth >= 3:
                 dirnames[:] = []
+            dirnames[:] = [d for d in dirnames if d not in SANDBOX_CGROUPS]
             for d in dirnames:
                 out.add(f"cgroup {os.path.join(dirpath, d)}")
     return out

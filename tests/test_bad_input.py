@@ -145,3 +145,48 @@ def test_bad_config_file(inst):
         f.write("lock_timeout: [1, 2]\n")
     assert_refused(inst, ["ps"], ["whole number"])
     os.unlink(inst.env["DIY_DOCKER_CONFIG"])
+
+
+def test_import_never_chmods_through_a_replaced_directory(inst, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    os.chmod(victim, 0o600)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        d = tarfile.TarInfo("x")
+        d.type, d.mode = tarfile.DIRTYPE, 0o777
+        tf.addfile(d)
+        sub = tarfile.TarInfo("x/y")
+        sub.type, sub.mode = tarfile.DIRTYPE, 0o777
+        tf.addfile(sub)
+        link = tarfile.TarInfo("x")
+        link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path)
+        tf.addfile(link)
+    path = tmp_path / "swap.tar"
+    path.write_bytes(buf.getvalue())
+    inst.cli("image.import", str(path), "--name", "swap", check=True)
+    assert os.stat(victim).st_mode & 0o777 == 0o600
+    assert os.stat(tmp_path).st_mode & 0o777 != 0o777
+
+
+@pytest.mark.parametrize("args,word", [
+    (["run", "--name", "x", "--image", "deb:12\n", "--", "/bin/true"], "image"),
+    (["run", "--name", "x", "--hostname", "host\n", "--", "/bin/true"], "hostname"),
+    (["run", "--name", "x", "--env", "K\n=1", "--", "/bin/true"], "env"),
+    (["run", "--name", "x\n", "--", "/bin/true"], "container name"),
+])
+def test_trailing_newlines_are_refused(inst, args, word):
+    assert_refused(inst, args, [word])
+
+
+def test_stop_time_must_be_seconds(inst):
+    inst.cli("run", "--name", "t", "--", "/bin/true", check=True)
+    assert_refused(inst, ["stop", "t", "--time", "abc"], ["--time"])
+    inst.cli("rm", "t", check=True)
+
+
+def test_check_mode_of_a_stranger_makes_no_file(inst):
+    before = tree(inst.root)
+    for args in (["teardown", "nobody", "--check"], ["step.layers", "--name", "nobody", "--check", "--undo"]):
+        assert inst.cli(*args).returncode == 0
+    assert tree(inst.root) == before

@@ -122,3 +122,31 @@ def test_volume_target_symlinks_stay_inside(inst, tmp_path, target):
     assert "m" in p.stdout.splitlines()
     assert sorted(os.listdir("/etc")) == host_etc
     assert open("/proc/self/mountinfo").read() == before
+
+
+def test_volume_onto_the_root_or_twice_is_refused(inst, tmp_path):
+    image = symlink_image(inst, tmp_path, {"rootlink": "/", "alias": "/tmp"})
+    src = tmp_path / "v"
+    src.mkdir()
+    p = inst.cli("run", "--name", "r1", "--image", image, "--volume", f"{src}:/rootlink", "--", "/bin/true")
+    assert p.returncode == 125 and "container's root" in p.stderr
+    p = inst.cli("run", "--name", "r2", "--image", image, "--volume", f"{src}:/tmp", "--volume",
+                 f"{src}:/alias", "--", "/bin/true")
+    assert p.returncode == 125 and "same place" in p.stderr
+    assert inst.containers() == []
+
+
+def test_ro_volume_submounts_are_not_writable(inst, tmp_path):
+    import subprocess
+
+    src = tmp_path / "v"
+    (src / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(src / "sub")], check=True)
+    try:
+        p = inst.cli("run", "--name", "ro", "--rm", "--volume", f"{src}:/data:ro", "--", "/bin/sh", "-c",
+                     "touch /data/sub/x 2>/dev/null && echo WROTE; touch /data/y 2>/dev/null && echo WROTE2; true")
+        assert p.returncode == 0, p.stderr
+        assert "WROTE" not in p.stdout
+        assert os.listdir(src / "sub") == []
+    finally:
+        subprocess.run(["umount", str(src / "sub")], check=True)

@@ -203,3 +203,22 @@ def test_list_and_help_are_quick_to_import(inst):
                        capture_output=True, text=True, env=inst.env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"  # heavy imports wait for the code that needs them
+
+
+def test_teardown_without_a_record(inst):
+    inst.cli("run", "--name", "norec", "--detach", "--", "/bin/sleep", "1000", check=True)
+    os.unlink(os.path.join(inst.state_root, "containers", "norec", "info.json"))
+    inst.cli("teardown", "norec", check=True)
+    assert inst.containers() == []
+
+
+def test_rm_refuses_a_running_init_whose_monitor_died(inst):
+    import signal
+
+    inst.cli("run", "--name", "lost", "--detach", "--", "/bin/sleep", "1000", check=True)
+    info = json.loads(inst.cli("inspect", "lost", check=True).stdout)
+    os.kill(info["runtime"]["monitor_pid"], signal.SIGKILL)
+    assert "monitor lost" in inst.cli("ps", check=True).stdout
+    p = inst.cli("rm", "lost")
+    assert p.returncode == 125 and "running" in p.stderr
+    inst.cli("rm", "--force", "lost", check=True)

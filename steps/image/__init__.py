@@ -1,6 +1,8 @@
 """The image stage: the container's image is present in the local store."""
 from __future__ import annotations
 
+import os
+
 from steps import Change, Step, StepFailed, absent, applied
 from steps.image.busybox import BUILTIN
 from steps.image.store import Store
@@ -56,6 +58,27 @@ class ImageStep(Step):
 
     def undo(self):
         """Images outlive containers: nothing to undo."""
+
+
+def command_in_image(instance, ref: str, argv0: str, env: list[str]) -> bool:
+    """Whether the image has argv0, asked before anything is made (the built-in busybox
+    need not be built yet: its applet list answers)."""
+    from steps.image.busybox import paths
+    from steps.spec import command_candidates, command_exists
+
+    ref = canonical(ref)
+    store = Store(instance)
+    record = store.resolve(ref)
+    if record is not None:
+        return command_exists(store.lower_dirs(record), argv0, env)
+    if not is_builtin(ref):
+        return True
+    try:
+        present = paths(instance.busybox)
+    except Exception:  # noqa: BLE001 - missing or broken busybox: the build will say what is wrong
+        return True
+    candidates = command_candidates(argv0, env)
+    return not candidates or any(os.path.normpath(c) in present for c in candidates)
 
 
 def import_rootfs(path: str, ref: str) -> str:

@@ -39,6 +39,12 @@ def applets(busybox: str) -> list[str]:
     return sorted({line.strip() for line in out.stdout.splitlines() if line.strip()})
 
 
+def paths(busybox: str) -> set[str]:
+    """Every absolute path the built image will hold (to check a command before building)."""
+    found = {"/" + d for d in _DIRS} | {"/bin/busybox", "/etc/passwd", "/etc/group"}
+    return found | {"/" + a.strip("/") for a in applets(busybox)}
+
+
 def _add(tf: tarfile.TarFile, name: str, kind: bytes, mode: int, data: bytes = b"", link: str = ""):
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.mtime, info.linkname = kind, mode, 0, link

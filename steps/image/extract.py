@@ -101,6 +101,19 @@ class Extractor:
             if not stat.S_ISDIR(st.st_mode):
                 raise BadInput(f"refusing tar member {name!r}: its parent {part!r} is not a directory")
 
+    def real_dir(self, target: str) -> bool:
+        """target and all its parents below dest are directories, none a symlink."""
+        rel = os.path.relpath(target, self.dest).split("/")
+        current = self.dest
+        for part in rel:
+            current = os.path.join(current, part)
+            try:
+                if not stat.S_ISDIR(os.lstat(current).st_mode):
+                    return False
+            except FileNotFoundError:
+                return False
+        return True
+
     def clear(self, target: str, keep_dir: bool) -> None:
         try:
             st = os.lstat(target)
@@ -109,6 +122,7 @@ class Extractor:
         if stat.S_ISDIR(st.st_mode):
             if not keep_dir:
                 shutil.rmtree(target)
+                self.dirs = [d for d in self.dirs if d[0] != target and not d[0].startswith(target + "/")]
         else:
             os.unlink(target)
 
@@ -187,9 +201,20 @@ class Extractor:
                 pass  # an xattr the filesystem does not support is not worth failing for
 
     def finish(self) -> None:
-        """Directory modes and times last, deepest first, so writes into them worked."""
+        """Directory modes and times last, deepest first, so writes into them worked.
+        A later member may have replaced a directory (or a parent) with a symlink:
+        such entries are skipped, and the rest are changed through an O_NOFOLLOW fd."""
         for target, m in sorted(self.dirs, key=lambda d: d[0].count("/"), reverse=True):
-            self.metadata(target, m)
+            if not self.real_dir(target):
+                continue
+            fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchown(fd, m.uid, m.gid)
+                os.fchmod(fd, m.mode & 0o7777)
+                self.xattrs(f"/proc/self/fd/{fd}", m)
+                os.utime(fd, (m.mtime, m.mtime))
+            finally:
+                os.close(fd)
 
 
 def extract(fileobj, dest: str, limit: int | None = None) -> tuple[str, int]:
@@ -200,10 +225,10 @@ def extract(fileobj, dest: str, limit: int | None = None) -> tuple[str, int]:
         with tarfile.open(fileobj=reader, mode="r|") as tf:
             for m in tf:
                 ex.member(tf, m)
+        reader.drain()
     except tarfile.TarError as e:
         raise BadInput(f"not a valid tar archive: {e}") from None
     except (EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error) as e:
         raise BadInput(f"cannot read the archive: {e}") from None
-    reader.drain()
     ex.finish()
     return "sha256:" + reader.sha.hexdigest(), reader.size

@@ -24,7 +24,7 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 def check_digest(digest: str) -> str:
     """Digests are validated as strings before they become part of a path."""
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise BadInput(f"bad digest {digest!r}: expected sha256:<64 hex digits>")
     return digest
 
