@@ -4,6 +4,7 @@ Small pure parsers (tested on captured text) plus thin readers of /proc.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -149,7 +150,9 @@ V1_CONTROLLERS = {"memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "device
                   "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc"}
 
 
-def cgroup_hierarchies() -> list[Hierarchy]:
+@functools.lru_cache(maxsize=1)
+def cgroup_hierarchies() -> tuple[Hierarchy, ...]:
+    """The mounted hierarchies; read once per process, as they do not move while we run."""
     all_mounts = mounts()
     v2 = [m for m in all_mounts if m.fstype == "cgroup2" and m.root == "/"]
     controllers = ""
@@ -159,7 +162,7 @@ def cgroup_hierarchies() -> list[Hierarchy]:
                 controllers = f.read()
         except OSError:
             pass
-    return parse_hierarchies(all_mounts, controllers)
+    return tuple(parse_hierarchies(all_mounts, controllers))
 
 
 def controller_hierarchies(wanted: tuple[str, ...] = ("memory", "cpu", "pids")) -> dict[str, Hierarchy]:
