@@ -19,7 +19,7 @@ def _out(check=False, json=False, no_rollback=False):
     return Output(as_json=json, check=check, rollback=not no_rollback)
 
 
-@task(iterable=["env", "volume"], help={
+@task(iterable=["env", "volume", "publish"], help={
     "name": "container name (letters, digits, _ . -; up to 64); generated when omitted",
     "image": "image NAME[:TAG]; `busybox` is built in from the host's busybox-static",
     "env": "KEY=VALUE for the container (repeatable); KEY alone copies it from here",
@@ -31,20 +31,23 @@ def _out(check=False, json=False, no_rollback=False):
     "pids_limit": "maximum number of processes",
     "rm": "remove the container when it exits",
     "detach": "run in the background (a monitor process stays behind)",
+    "network": "bridge (default: an address on the instance bridge, NAT out) or none (lo only)",
+    "publish": "[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] (repeatable)",
     "no_rollback": "on failure keep what was applied, for debugging",
     **OUTPUT_HELP,
 })
 @guarded
 def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, hostname=None,
-        memory=None, cpus=None, pids_limit=None, rm=False, detach=False, check=False, json=False,
-        no_rollback=False):
+        memory=None, cpus=None, pids_limit=None, rm=False, detach=False, network=None, publish=None,
+        check=False, json=False, no_rollback=False):
     """Create and start a container: run --name N --image I [flags] -- COMMAND [ARGS...]."""
     from steps.lifecycle import RunOptions
     from steps.lifecycle import run as run_container
 
     opts = RunOptions(name=name, image=image, command=command_words(), env=env or [],
                       workdir=workdir, hostname=hostname, volumes=volume or [], memory=memory,
-                      cpus=cpus, pids_limit=pids_limit, rm=rm, detach=detach)
+                      cpus=cpus, pids_limit=pids_limit, rm=rm, detach=detach, network=network,
+                      publish=publish or [])
     return run_container(opts, _out(check, json, no_rollback))
 
 
@@ -134,6 +137,24 @@ def import_image(c, file, name):
     return 0
 
 
+@task(name="inspect", help={"json": "print JSON"})
+@guarded
+def network_inspect(c, json=False):
+    """The instance network: bridge, subnet, leases, published ports, the nft table."""
+    from steps.netview import inspect as inspect_network
+
+    return inspect_network(json)
+
+
+@task(name="prune")
+@guarded
+def network_prune(c):
+    """Remove the bridge and the nft table when no container holds a lease."""
+    from steps.netview import prune
+
+    return prune()
+
+
 def _step_task(stage: str):
     def body(c, name, check=False, undo=False, json=False):
         from steps.lifecycle import one_step
@@ -148,5 +169,7 @@ def _step_task(stage: str):
 
 ns = Collection(run, start, stop, rm, teardown, ps, inspect, logs, images)
 ns.add_collection(Collection("image", import_image))
+ns.add_collection(Collection("network", network_inspect, network_prune))
 ns.add_collection(Collection("step", *(_step_task(s) for s in
-                                        ("image", "layers", "volumes", "cgroup", "launch", "teardown"))))
+                                        ("image", "layers", "volumes", "cgroup", "veth", "nat", "launch",
+                                         "teardown"))))

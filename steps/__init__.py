@@ -114,8 +114,10 @@ def stage_classes() -> dict[str, type[Step]]:
     from steps.image import ImageStep
     from steps.launch import LaunchStep
     from steps.layers import LayersStep
+    from steps.nat import NatStep
     from steps.teardown import TeardownStep
+    from steps.veth import VethStep
     from steps.volumes import VolumesStep
 
-    classes = (ImageStep, LayersStep, VolumesStep, CgroupStep, LaunchStep, TeardownStep)
+    classes = (ImageStep, LayersStep, VolumesStep, CgroupStep, VethStep, NatStep, LaunchStep, TeardownStep)
     return {cls.name: cls for cls in classes}

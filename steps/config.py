@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from steps import BadInput
 
 DEFAULT_CONFIG_FILE = "/etc/diy-docker/config.yaml"
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _CGROUP_PARENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,3}$")
 
 
@@ -24,6 +26,22 @@ class Instance:
     busybox: str = "/bin/busybox"
     stop_timeout: int = 10
     lock_timeout: int = 60
+    bridge: str = "diy0"
+    subnet: str = "172.19.0.0/16"
+    nft_table: str = "docker_diy"
+
+    @property
+    def network(self):
+        """The subnet as an ipaddress network; the gateway is its first address."""
+        import ipaddress
+
+        try:
+            net = ipaddress.IPv4Network(self.subnet, strict=True)
+        except ValueError as e:
+            raise BadInput(f"bad config subnet={self.subnet!r}: {e} (expected e.g. 172.19.0.0/16)") from None
+        if net.prefixlen > 29:
+            raise BadInput(f"bad config subnet={self.subnet!r}: too small, use /29 or larger")
+        return net
 
     def validate(self) -> Instance:
         for key in ("state_root", "run_root", "busybox"):
@@ -33,6 +51,12 @@ class Instance:
         if not _CGROUP_PARENT.fullmatch(self.cgroup_parent) or ".." in self.cgroup_parent.split("/"):
             raise BadInput(f"bad config cgroup_parent={self.cgroup_parent!r}: "
                            "use letters, digits, '_', '.', '-' (and '/' between parts)")
+        if not _IFNAME.fullmatch(self.bridge):
+            raise BadInput(f"bad config bridge={self.bridge!r}: an interface name of 1-15 letters, digits, "
+                           "'_', '.', '-'")
+        if not _TABLE.fullmatch(self.nft_table):
+            raise BadInput(f"bad config nft_table={self.nft_table!r}: use 1-64 letters, digits and '_'")
+        _ = self.network  # parses the subnet, refusing a bad one
         for key in ("stop_timeout", "lock_timeout"):
             if getattr(self, key) < 0:
                 raise BadInput(f"bad config {key}={getattr(self, key)}: must be >= 0")

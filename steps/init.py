@@ -17,8 +17,7 @@ import signal
 from steps import EXIT_DIY_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, linux
 from steps.volumes import resolve_in_root
 
-NAMESPACES = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-              | linux.CLONE_NEWPID | linux.CLONE_NEWNET)
+NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
            "urandom": (1, 9), "tty": (5, 0)}
 
@@ -56,6 +55,10 @@ def setup(plan: dict, err_w: int, pid_w: int, go_r: int) -> None:
         reset_signals()
         join(plan["cgroup"], os.getpid())  # before any fork: every descendant is limited
         flags = NAMESPACES | (linux.CLONE_NEWCGROUP if os.path.exists("/proc/self/ns/cgroup") else 0)
+        if plan["netns"]:  # the veth stage's pinned namespace, wired already
+            os.close(linux.enter_netns(plan["netns"]))
+        else:
+            flags |= linux.CLONE_NEWNET
         linux.unshare(flags)
         pid = os.fork()
         if pid == 0:
@@ -96,6 +99,7 @@ def prepare_root(plan: dict) -> None:
     root = plan["rootfs"]
     mount_proc(root)
     mount_dev(root)
+    bind_etc(root, plan["etc"])
     target = resolve_in_root(root, "/sys", create=True)
     linux.mount("sysfs", target, "sysfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     pivot(root)
@@ -104,6 +108,15 @@ def prepare_root(plan: dict) -> None:
 def mount_proc(root: str) -> None:
     target = resolve_in_root(root, "/proc", create=True)
     linux.mount("proc", target, "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+
+
+def bind_etc(root: str, files: dict[str, str]) -> None:
+    """The rendered hosts, hostname and resolv.conf over the image's (resolved inside root)."""
+    for inside, source in files.items():
+        target = resolve_in_root(root, inside, create=True, as_dir=False)
+        if os.path.isdir(target):
+            continue  # an image with a directory there: leave it
+        linux.mount(source, target, None, linux.MS_BIND)
 
 
 def mount_dev(root: str) -> None:

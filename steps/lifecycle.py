@@ -40,6 +40,8 @@ class RunOptions:
     pids_limit: int | None = None
     rm: bool = False
     detach: bool = False
+    network: str | None = None
+    publish: list[str] = field(default_factory=list)
 
 
 def names_for(name: str) -> Names:
@@ -123,7 +125,8 @@ def stop_orphan(ctx: Context) -> None:
 def run(opts: RunOptions, out: Output) -> int:
     names = names_for(opts.name if opts.name is not None else unused_name())
     spec = specs.build(names.container, opts.image, opts.command, opts.env, opts.workdir,
-                       opts.hostname, opts.volumes, opts.memory, opts.cpus, opts.pids_limit, opts.rm)
+                       opts.hostname, opts.volumes, opts.memory, opts.cpus, opts.pids_limit, opts.rm,
+                       opts.network, opts.publish)
     reporter = out.reporter(attached=not opts.detach)
     if opts.name is None:
         reporter.message(f"name: {names.container}")
@@ -163,6 +166,11 @@ def precheck(ctx: Context) -> None:
         check_command(ctx)
     else:
         check_same(old, ctx)
+    if ctx.spec["network"] == "bridge":
+        from steps import network
+
+        network.check_bridge_possible(ctx.instance)
+        network.check_ports_free(ctx.names, ctx.spec["publish"])
 
 
 def check_same(old: dict, ctx: Context) -> None:

@@ -102,3 +102,43 @@ def link_up(ifname: str = "lo") -> None:
         req = struct.pack("16sH14x", ifname.encode(), 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
         fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14x", ifname.encode(), flags | iff_up))
+
+
+def pin_netns(path: str) -> None:
+    """Make a new network namespace and pin it with a bind mount on path (an existing file).
+
+    A short child unshares and binds its own /proc/self/ns/net: the namespace then lives
+    as long as the mount, with no process in it (as `ip netns add` does)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            unshare(CLONE_NEWNET)
+            mount("/proc/self/ns/net", path, None, MS_BIND)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError(errno.EIO, f"cannot pin a network namespace on {path}")
+
+
+def enter_netns(path: str) -> int:
+    """setns(2) into the namespace pinned at path; returns an fd to come back with."""
+    back = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd, CLONE_NEWNET)
+    except OSError:
+        os.close(back)
+        raise
+    finally:
+        os.close(fd)
+    return back
+
+
+def leave_netns(back: int) -> None:
+    try:
+        setns(back, CLONE_NEWNET)
+    finally:
+        os.close(back)

@@ -50,7 +50,11 @@ class Monitor:
         spec = self.ctx.spec
         image = Store(self.ctx.instance).image(spec["image_id"]) if spec.get("image_id") else None
         config = (image or {}).get("config") or {}
-        return {"cgroup": self.ctx.names.cgroup_path, "rootfs": self.ctx.names.merged,
+        n = self.ctx.names
+        etc = {f"/etc/{f}": os.path.join(n.etc_dir, f) for f in ("hosts", "hostname", "resolv.conf")
+               if os.path.exists(os.path.join(n.etc_dir, f))}
+        return {"cgroup": n.cgroup_path, "rootfs": n.merged, "etc": etc,
+                "netns": n.netns if os.path.exists(n.netns) else None,
                 "hostname": spec.get("hostname") or self.ctx.names.container,
                 "workdir": spec.get("workdir") or config.get("WorkingDir") or "/", "tty": self.ctx.tty,
                 "argv": command_argv(spec, config), "env": container_env(spec, self.ctx.tty, config)}

@@ -4,6 +4,7 @@ Also the validation of the names a user gives (container, image reference).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -100,6 +101,23 @@ class Names:
         return os.path.join(self.instance.run_root, "locks", f"{self.container}.lock")
 
     @property
+    def netns(self) -> str:
+        """The bind mount that pins the container's network namespace."""
+        return os.path.join(self.runtime_dir, "netns")
+
+    @property
+    def etc_dir(self) -> str:
+        """Rendered hosts, hostname, resolv.conf, bound into the container by launch."""
+        return os.path.join(self.container_dir, "etc")
+
+    @property
+    def host_veth(self) -> str:
+        """The host end of the veth pair: a short hash, as IFNAMSIZ is 16 bytes with the NUL
+        and container names can be 64 characters (netdevice(7))."""
+        key = f"{self.instance.state_root}\0{self.instance.cgroup_parent}\0{self.container}"
+        return "dv" + hashlib.sha256(key.encode()).hexdigest()[:11]
+
+    @property
     def cgroup_path(self) -> str:
         """Relative to each hierarchy's root."""
         return f"{self.instance.cgroup_parent}/{self.container}"
@@ -111,6 +129,11 @@ def instance_lock(instance: Instance) -> str:
 
 def containers_dir(instance: Instance) -> str:
     return os.path.join(instance.state_root, "containers")
+
+
+def network_dir(instance: Instance) -> str:
+    """Leases and other shared network state of the instance (runtime: gone at reboot)."""
+    return os.path.join(instance.run_root, "network")
 
 
 def images_dir(instance: Instance) -> str:

@@ -14,7 +14,8 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 # The keys that make two runs "the same container"; the rest is bookkeeping.
 SPEC_KEYS = ("name", "image", "command", "env", "workdir", "hostname", "volumes",
-             "memory", "cpus", "pids_limit")
+             "memory", "cpus", "pids_limit", "network", "publish")
+_PUBLISH = re.compile(r"(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]+):(?P<cont>[0-9]+)(?:/(?P<proto>[a-z]+))?")
 
 
 def parse_env(items: list[str]) -> list[str]:
@@ -48,6 +49,45 @@ def parse_hostname(name: str | None) -> str | None:
     return name
 
 
+def parse_publish(items: list[str]) -> list[dict]:
+    """`[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]` -> dicts; each host port once."""
+    import ipaddress
+
+    out = []
+    for item in items or []:
+        m = _PUBLISH.fullmatch(item or "")
+        hint = "expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp], e.g. 8080:80 or 127.0.0.1:8080:80/udp"
+        if not m:
+            raise BadInput(f"bad publish {item!r}: {hint}")
+        proto = m["proto"] or "tcp"
+        if proto not in ("tcp", "udp"):
+            raise BadInput(f"bad publish {item!r}: protocol {proto!r} must be tcp or udp")
+        for label in ("host", "cont"):
+            if not 1 <= int(m[label]) <= 65535:
+                raise BadInput(f"bad publish {item!r}: ports are 1-65535")
+        try:
+            host_ip = str(ipaddress.IPv4Address(m["ip"] or "0.0.0.0"))
+        except ValueError:
+            raise BadInput(f"bad publish {item!r}: {m['ip']!r} is not an IPv4 address") from None
+        out.append({"host_ip": host_ip, "host_port": int(m["host"]), "container_port": int(m["cont"]),
+                    "proto": proto})
+    from steps.network import port_clash
+
+    for i, p in enumerate(out):
+        if clash := port_clash([p], [{**q, "name": "this one"} for q in out[:i]]):
+            raise BadInput(f"bad publish: {clash.replace('container this one', 'this same run')}")
+    return out
+
+
+def parse_network(mode: str | None, publish: list[dict]) -> str:
+    mode = mode or "bridge"
+    if mode not in ("bridge", "none"):
+        raise BadInput(f"bad network {mode!r}: use bridge (the default) or none")
+    if mode == "none" and publish:
+        raise BadInput("bad publish: a container with --network none has no ports to publish")
+    return mode
+
+
 def parse_command(argv: list[str]) -> list[str] | None:
     if not argv:
         return None
@@ -58,11 +98,13 @@ def parse_command(argv: list[str]) -> list[str] | None:
 
 def build(name: str, image: str, command: list[str], env: list[str], workdir: str | None,
           hostname: str | None, volumes: list[str], memory: str | None, cpus, pids_limit,
-          rm: bool) -> dict:
+          rm: bool, network: str | None = None, publish: list[str] | None = None) -> dict:
     img_name, tag = parse_image_ref(image)
     vols = [parse_volume(v) for v in volumes or []]
     check_volumes(vols)
-    return {"name": name, "image": f"{img_name}:{tag}", "command": parse_command(command),
+    ports = parse_publish(publish or [])
+    return {"network": parse_network(network, ports), "publish": ports, "name": name,
+            "image": f"{img_name}:{tag}", "command": parse_command(command),
             "env": parse_env(env), "workdir": parse_workdir(workdir), "hostname": parse_hostname(hostname),
             "volumes": vols, "memory": parse_memory(memory), "cpus": parse_cpus(cpus),
             "pids_limit": parse_pids(pids_limit), "rm": bool(rm), "created": now_iso(), "last": {}}

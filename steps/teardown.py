@@ -24,7 +24,7 @@ class TeardownStep(Step):
     def apply(self):
         n = self.ctx.names
         # rmtree would descend into a bind mount and delete the host's files: refuse.
-        busy = mounts_below(n.container_dir) + mounts_at(n.container_dir)
+        busy = [m for d in (n.container_dir, n.runtime_dir) for m in mounts_below(d) + mounts_at(d)]
         if busy:
             raise StepFailed(f"cannot remove {n.container_dir}: {busy[0].mount_point} is still mounted")
         for path in self.leftovers():

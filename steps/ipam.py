@@ -1,0 +1,68 @@
+"""IP leases: one address per container, kept in a file under the runtime root.
+
+Callers hold the instance lock. Leases are reconciled against what exists: a lease
+whose container has no record any more is free again. The file is written
+atomically, so a kill in the middle of an allocation leaves the old or the new
+file, and two containers never share an address.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from steps import StepFailed
+from steps.names import Names, containers_dir, network_dir
+from steps.state import read_json, write_json
+
+
+def pick(network: ipaddress.IPv4Network, used: set[str], preferred: str | None = None) -> str:
+    """The preferred address when free and valid, else the lowest free host after the gateway."""
+    gateway = next(network.hosts())
+    taken = used | {str(gateway)}
+    if preferred and preferred not in taken:
+        try:
+            if ipaddress.IPv4Address(preferred) in network and preferred != str(network.broadcast_address):
+                return preferred
+        except ValueError:
+            pass
+    for host in network.hosts():
+        if str(host) not in taken:
+            return str(host)
+    raise StepFailed(f"cannot lease an address: all of {network} is in use")
+
+
+def path(instance) -> str:
+    return os.path.join(network_dir(instance), "leases.json")
+
+
+def load(instance) -> dict[str, str]:
+    leases = (read_json(path(instance)) or {}).get("leases", {})
+    alive = set(os.listdir(containers_dir(instance))) if os.path.isdir(containers_dir(instance)) else set()
+    return {name: ip for name, ip in leases.items() if name in alive}
+
+
+def save(instance, leases: dict[str, str]) -> None:
+    if leases:
+        write_json(path(instance), {"leases": dict(sorted(leases.items()))})
+        return
+    for p in (path(instance), network_dir(instance)):
+        try:
+            os.unlink(p) if p.endswith(".json") else os.rmdir(p)
+        except OSError:
+            pass
+
+
+def allocate(names: Names, preferred: str | None) -> str:
+    leases = load(names.instance)
+    if names.container in leases:
+        return leases[names.container]
+    others = {ip for name, ip in leases.items() if name != names.container}
+    leases[names.container] = pick(names.instance.network, others, preferred)
+    save(names.instance, leases)
+    return leases[names.container]
+
+
+def release(names: Names) -> None:
+    leases = load(names.instance)
+    if leases.pop(names.container, None) is not None or not leases:
+        save(names.instance, leases)

@@ -1,0 +1,175 @@
+"""The instance's shared network: the bridge, name resolution files, published ports.
+
+Callers that change anything hold the instance lock.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from steps import BadInput
+from steps import netlink as nl
+from steps.names import Names
+from steps.state import load_record
+
+LOOPBACK_RESOLV = ("127.", "::1")
+SYSTEMD_RESOLV = "/run/systemd/resolve/resolv.conf"
+
+
+def marker(instance) -> str:
+    """The bridge's ifalias: how we know a bridge of this name is ours."""
+    return f"diy-docker {instance.state_root}"
+
+
+def gateway(instance) -> str:
+    return str(next(instance.network.hosts()))
+
+
+def bridge_state(ipr, instance) -> tuple[object | None, list[str]]:
+    """(the bridge's link or None, what differs from ours: up, gateway address)."""
+    br = nl.link(ipr, instance.bridge)
+    if br is None:
+        return None, [f"create bridge {instance.bridge}"]
+    if nl.kind(br) != "bridge" or nl.attr(br, "IFLA_IFALIAS") != marker(instance):
+        raise BadInput(f"cannot use bridge {instance.bridge}: a link of that name exists and is not this "
+                       "instance's; set another `bridge:` in the config (or DIY_DOCKER_BRIDGE)")
+    want = f"{gateway(instance)}/{instance.network.prefixlen}"
+    missing = [] if want in nl.addresses(ipr, br["index"]) else [f"address {want} on {instance.bridge}"]
+    return br, missing + ([] if nl.is_up(br) else [f"set {instance.bridge} up"])
+
+
+def overlaps(ipr, instance) -> list[str]:
+    """Host addresses and routes (other than ours and the default route) inside our subnet."""
+    net, ours = instance.network, nl.link(ipr, instance.bridge)
+    ours_index = ours["index"] if ours is not None else -1
+    clashes = []
+    for a in ipr.get_addr(family=2):
+        if a["index"] != ours_index and ipaddress.ip_network(
+                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False).overlaps(net):
+            clashes.append(f"address {a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+    for r in ipr.get_routes(family=2, table=254):
+        if r["dst_len"] and r.get_attr("RTA_OIF") != ours_index and ipaddress.ip_network(
+                f"{r.get_attr('RTA_DST')}/{r['dst_len']}", strict=False).overlaps(net):
+            clashes.append(f"route {r.get_attr('RTA_DST')}/{r['dst_len']}")
+    return clashes
+
+
+def check_bridge_possible(instance) -> None:
+    """Refuse a foreign link of our bridge's name, or a subnet the host already uses."""
+    with nl.iproute() as ipr:
+        br, _ = bridge_state(ipr, instance)
+        clashes = [] if br is not None else overlaps(ipr, instance)
+    if clashes:
+        raise BadInput(f"cannot create bridge {instance.bridge} with {instance.subnet}: it overlaps the host's "
+                       f"{', '.join(sorted(set(clashes)))}; set another `subnet:` in the config "
+                       "(or DIY_DOCKER_SUBNET)")
+
+
+def ensure_bridge(ipr, instance) -> int:
+    br, missing = bridge_state(ipr, instance)
+    if br is None:
+        if overlaps(ipr, instance):
+            check_bridge_possible(instance)
+        nl.tolerate(nl.EXISTS, ipr.link, "add", ifname=instance.bridge, kind="bridge")
+        br = nl.link(ipr, instance.bridge)
+        ipr.link("set", index=br["index"], ifalias=marker(instance))
+        missing = ["all"]
+    if missing:
+        nl.tolerate(nl.EXISTS, ipr.addr, "add", index=br["index"], address=gateway(instance),
+                    prefixlen=instance.network.prefixlen)
+        ipr.link("set", index=br["index"], state="up")
+    return br["index"]
+
+
+def remove_bridge(ipr, instance) -> None:
+    br = nl.link(ipr, instance.bridge)
+    if br is not None and nl.attr(br, "IFLA_IFALIAS") == marker(instance):
+        nl.tolerate(nl.GONE, ipr.link, "del", index=br["index"])
+
+
+# --- name resolution ---------------------------------------------------------
+
+def nameservers() -> tuple[list[str], list[str], str]:
+    """(nameservers, other lines, source) from the host; a loopback resolver (systemd-resolved's
+    127.0.0.53) cannot be reached from a container, so its upstream file is used instead."""
+    for source in ("/etc/resolv.conf", SYSTEMD_RESOLV):
+        try:
+            lines = open(source).read().splitlines()
+        except OSError:
+            continue
+        servers = [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
+        usable = [s for s in servers if not s.startswith(LOOPBACK_RESOLV)]
+        if usable:
+            other = [ln for ln in lines if ln.split()[:1] in (["search"], ["options"], ["domain"])]
+            return usable, other, source
+    return [], [], "nowhere: the host has no resolver a container can reach"
+
+
+def etc_files(names: Names, spec: dict, ip: str | None, others: list[dict]) -> dict[str, str]:
+    from steps.templating import render
+
+    hostname = spec.get("hostname") or names.container
+    servers, options, source = nameservers()
+    return {"hosts": render("hosts.j2", name=names.container, hostname=hostname, ip=ip, others=others),
+            "hostname": render("hostname.j2", hostname=hostname),
+            "resolv.conf": render("resolv.conf.j2", nameservers=servers, options=options, source=source)}
+
+
+def running_peers(names: Names, leases: dict[str, str]) -> list[dict]:
+    """The other containers holding a lease: their names and addresses, for /etc/hosts."""
+    return [{"name": n, "ip": ip} for n, ip in sorted(leases.items()) if n != names.container]
+
+
+def write_in_place(path: str, text: str) -> None:
+    """Rewrite a file keeping its inode: a running container has it bind-mounted."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.truncate(0)
+        f.write(text)
+
+
+def refresh_peer_hosts(instance, leases: dict[str, str]) -> None:
+    """Every leased container's /etc/hosts lists the others: rewrite them after a change."""
+    for name in leases:
+        names = Names(instance, name)
+        record = load_record(names)
+        hosts = os.path.join(names.etc_dir, "hosts")
+        if record is None or not os.path.exists(hosts):
+            continue
+        text = etc_files(names, record, leases[name], running_peers(names, leases))["hosts"]
+        if open(hosts).read() != text:
+            write_in_place(hosts, text)
+
+
+# --- published ports -----------------------------------------------------------
+
+def published(instance, leases: dict[str, str], without: str | None = None) -> list[dict]:
+    """Every published port of the leased containers (but `without`), with its address."""
+    ports = []
+    for name, ip in sorted(leases.items()):
+        if name == without:
+            continue
+        record = load_record(Names(instance, name)) or {}
+        for p in record.get("publish") or []:
+            ports.append({**p, "ip": ip, "name": name,
+                          "comment": f"diy:port:{name}:{p['proto']}:{p['host_ip']}:{p['host_port']}"})
+    return ports
+
+
+def port_clash(wanted: list[dict], taken: list[dict]) -> str | None:
+    for w in wanted:
+        for t in taken:
+            same_ip = "0.0.0.0" in (w["host_ip"], t["host_ip"]) or w["host_ip"] == t["host_ip"]
+            if w["proto"] == t["proto"] and w["host_port"] == t["host_port"] and same_ip:
+                return (f"host port {w['host_port']}/{w['proto']} is already published by container "
+                        f"{t['name']}; choose another host port")
+    return None
+
+
+def check_ports_free(names: Names, publish: list[dict]) -> None:
+    from steps import ipam
+
+    clash = port_clash(publish, published(names.instance, ipam.load(names.instance), without=names.container))
+    if clash:
+        raise BadInput(clash)
+

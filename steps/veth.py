@@ -1,0 +1,165 @@
+"""The veth stage: the container's network namespace, pinned, wired to the instance bridge.
+
+apply: netns pinned (a bind mount under the runtime dir, so the stage works and is
+checkable before any process exists), the bridge, an IP lease, a veth pair whose peer
+is created directly inside the netns as eth0 (cheaper than creating it on the host and
+moving it), lo and eth0 up, the default route via the gateway, and /etc/hosts,
+/etc/hostname, /etc/resolv.conf rendered into the container's directory.
+`--network none` stops after the pin: the netns has lo only.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+from steps import Change, Step, absent, applied, faults, ipam, linux, partial
+from steps import netlink as nl
+from steps import network as net
+from steps.facts import mounts_at
+from steps.state import instance_lock, update_record, write_json
+
+
+def pinned(path: str) -> bool:
+    return any(m.fstype == "nsfs" for m in mounts_at(path))
+
+
+class VethStep(Step):
+    name = "veth"
+
+    @property
+    def bridged(self) -> bool:
+        return self.ctx.spec.get("network", "bridge") == "bridge"
+
+    def check(self):
+        n = self.ctx.names
+        changes = [] if pinned(n.netns) else [Change(f"pin a network namespace on {n.netns}")]
+        lease = ipam.load(n.instance).get(n.container)
+        with nl.iproute() as ipr:
+            host_end = nl.link(ipr, n.host_veth)
+            if self.bridged:
+                changes += self.wiring(ipr, host_end, lease)
+        if not self.bridged and not changes:
+            changes += self.file_changes(None, {})
+        present = pinned(n.netns) or lease or host_end is not None
+        if not changes:
+            return applied(f"{lease or 'no network'} via {n.host_veth if lease else 'lo only'}")
+        return (partial if present else absent)(changes)
+
+    def wiring(self, ipr, host_end, lease: str | None) -> list[Change]:
+        n, inst = self.ctx.names, self.ctx.instance
+        br, missing = net.bridge_state(ipr, inst)
+        changes = [Change(m) for m in missing]
+        if lease is None:
+            return changes + [Change("lease an address", "none", f"from {inst.subnet}"),
+                              Change(f"veth {n.host_veth} <-> eth0")]
+        if host_end is None or br is None or host_end.get_attr("IFLA_MASTER") != br["index"] \
+                or not nl.is_up(host_end):
+            changes.append(Change(f"veth {n.host_veth} on {inst.bridge}", "missing or detached", "up"))
+        elif pinned(n.netns):
+            changes += self.inside_changes(lease)
+        return changes + self.file_changes(lease, ipam.load(inst))
+
+    def inside_changes(self, lease: str) -> list[Change]:
+        want = f"{lease}/{self.ctx.instance.network.prefixlen}"
+        with nl.iproute(self.ctx.names.netns) as ns:
+            eth0 = nl.link(ns, "eth0")
+            if eth0 is None:
+                return [Change("eth0 in the netns", "missing", want)]
+            have = nl.addresses(ns, eth0["index"])
+            routes = [r for r in ns.get_routes(family=2, table=254) if not r["dst_len"]]
+            gw = net.gateway(self.ctx.instance)
+        changes = [] if want in have and nl.is_up(eth0) else [Change("eth0", ",".join(sorted(have)), want)]
+        if not any(r.get_attr("RTA_GATEWAY") == gw for r in routes):
+            changes.append(Change("default route", "none", f"via {gw}"))
+        return changes
+
+    def file_changes(self, lease: str | None, leases: dict) -> list[Change]:
+        n = self.ctx.names
+        want = net.etc_files(n, self.ctx.spec, lease, net.running_peers(n, leases))
+        changes = []
+        for name, text in want.items():
+            path = os.path.join(n.etc_dir, name)
+            try:
+                same = open(path).read() == text
+            except OSError:
+                same = False
+            if not same:
+                changes.append(Change(f"render {path}"))
+        return changes
+
+    def apply(self):
+        n = self.ctx.names
+        with instance_lock(n.instance):
+            self.pin()
+            faults.point("veth.apply.mid")
+            lease = self.wire() if self.bridged else None
+            leases = ipam.load(n.instance)
+            for name, text in net.etc_files(n, self.ctx.spec, lease, net.running_peers(n, leases)).items():
+                net.write_in_place(os.path.join(n.etc_dir, name), text)
+            if lease:
+                net.refresh_peer_hosts(n.instance, leases)
+                update_record(n, ip=lease)
+
+    def pin(self) -> None:
+        n = self.ctx.names
+        os.makedirs(n.runtime_dir, exist_ok=True)
+        os.makedirs(n.etc_dir, exist_ok=True)
+        if not pinned(n.netns):
+            if not os.path.exists(n.netns):
+                write_json(n.netns, {})  # the mount point: any file
+            linux.pin_netns(n.netns)
+
+    def wire(self) -> str:
+        n, inst = self.ctx.names, self.ctx.instance
+        record_ip = (self.ctx.spec.get("last") or {}).get("ip")
+        with nl.iproute() as ipr:
+            bridge = net.ensure_bridge(ipr, inst)
+            lease = ipam.allocate(n, record_ip)
+            host_end = nl.link(ipr, n.host_veth)
+            if host_end is not None and host_end.get_attr("IFLA_MASTER") != bridge:
+                nl.tolerate(nl.GONE, ipr.link, "del", index=host_end["index"])
+                host_end = None
+            if host_end is None:
+                fd = os.open(n.netns, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    nl.tolerate(nl.EXISTS, ipr.link, "add", ifname=n.host_veth, kind="veth", master=bridge,
+                                state="up", peer={"ifname": "eth0", "net_ns_fd": fd})
+                finally:
+                    os.close(fd)
+            ipr.link("set", ifname=n.host_veth, state="up")
+        self.configure_inside(lease)
+        return lease
+
+    def configure_inside(self, lease: str) -> None:
+        inst = self.ctx.instance
+        with nl.iproute(self.ctx.names.netns) as ns:
+            ns.link("set", ifname="lo", state="up")
+            eth0 = ns.link_lookup(ifname="eth0")[0]
+            nl.tolerate(nl.EXISTS, ns.addr, "add", index=eth0, address=lease, prefixlen=inst.network.prefixlen)
+            ns.link("set", index=eth0, state="up")
+            nl.tolerate(nl.EXISTS, ns.route, "add", dst="0.0.0.0/0", gateway=net.gateway(inst))
+
+    def undo(self):
+        n = self.ctx.names
+        with instance_lock(n.instance):
+            with nl.iproute() as ipr:
+                nl.tolerate(nl.GONE, ipr.link, "del", ifname=n.host_veth)
+                faults.point("veth.undo.mid")
+                self.unpin()
+                ipam.release(n)
+                leases = ipam.load(n.instance)
+                net.refresh_peer_hosts(n.instance, leases)
+                if not leases:
+                    net.remove_bridge(ipr, n.instance)
+
+    def unpin(self) -> None:
+        path = self.ctx.names.netns
+        while pinned(path):
+            linux.umount(path, linux.MNT_DETACH)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
