@@ -115,7 +115,7 @@ class Names:
         """The host end of the veth pair: a short hash, as IFNAMSIZ is 16 bytes with the NUL
         and container names can be 64 characters (netdevice(7))."""
         key = f"{self.instance.state_root}\0{self.instance.cgroup_parent}\0{self.container}"
-        return "dv" + hashlib.sha256(key.encode()).hexdigest()[:11]
+        return veth_prefix(self.instance) + hashlib.sha256(key.encode()).hexdigest()[:7]
 
     @property
     def cgroup_path(self) -> str:
@@ -129,6 +129,12 @@ def instance_lock(instance: Instance) -> str:
 
 def containers_dir(instance: Instance) -> str:
     return os.path.join(instance.state_root, "containers")
+
+
+def veth_prefix(instance: Instance) -> str:
+    """'dv' + 4 hex of the instance: whose a host veth is can be told from its name."""
+    key = f"{instance.state_root}\0{instance.cgroup_parent}"
+    return "dv" + hashlib.sha256(key.encode()).hexdigest()[:4]
 
 
 def network_dir(instance: Instance) -> str:

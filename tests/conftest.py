@@ -25,8 +25,14 @@ class Instance:
         self.state_root = os.path.join(self.root, "state")
         self.run_root = os.path.join(self.root, "run")
         self.cgroup_parent = f"diyt-{self.id}"
+        self.bridge = f"dt{self.id}"
+        self.nft_table = f"diyt_{self.id}"
+        n = int(self.id, 16)
+        self.subnet = f"10.{200 + n % 50}.{(n >> 8) % 256}.0/24"
         self.env = {**os.environ, "DIY_DOCKER_STATE_ROOT": self.state_root,
                     "DIY_DOCKER_RUN_ROOT": self.run_root, "DIY_DOCKER_CGROUP_PARENT": self.cgroup_parent,
+                    "DIY_DOCKER_BRIDGE": self.bridge, "DIY_DOCKER_SUBNET": self.subnet,
+                    "DIY_DOCKER_NFT_TABLE": self.nft_table,
                     "DIY_DOCKER_CONFIG": os.path.join(self.root, "config.yaml"),
                     "DIY_DOCKER_STOP_TIMEOUT": "3", "NO_COLOR": "1", "PYTHONPATH": REPO}
         self.env.pop("DIY_DOCKER_FAULT", None)
@@ -55,9 +61,16 @@ class Instance:
 
     def apply_env(self, monkeypatch) -> None:
         for key in ("DIY_DOCKER_STATE_ROOT", "DIY_DOCKER_RUN_ROOT", "DIY_DOCKER_CGROUP_PARENT",
-                    "DIY_DOCKER_CONFIG", "DIY_DOCKER_STOP_TIMEOUT"):
+                    "DIY_DOCKER_CONFIG", "DIY_DOCKER_STOP_TIMEOUT", "DIY_DOCKER_BRIDGE", "DIY_DOCKER_SUBNET",
+                    "DIY_DOCKER_NFT_TABLE"):
             monkeypatch.setenv(key, self.env[key])
         monkeypatch.delenv("DIY_DOCKER_FAULT", raising=False)
+
+    def veth_prefix(self) -> str:
+        from steps import config
+        from steps.names import veth_prefix
+
+        return veth_prefix(config.load({k: v for k, v in self.env.items() if k.startswith("DIY_DOCKER")}))
 
     def containers(self) -> list[str]:
         d = os.path.join(self.state_root, "containers")
@@ -87,6 +100,10 @@ def force_clean(inst: Instance) -> None:
     mounted = [line.split(" ")[4] for line in open("/proc/self/mountinfo")]
     for mp in sorted((m for m in mounted if m.startswith(inst.root)), key=len, reverse=True):
         subprocess.run(["umount", "-l", mp], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "ip", inst.nft_table], capture_output=True)
+    for link in os.listdir("/sys/class/net"):
+        if link == inst.bridge or link.startswith(inst.veth_prefix()):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ def test_env_and_workdir(inst):
 
 
 def test_namespaces_are_new(inst):
-    p = inst.cli("run", "--name", "ns", "--rm", "--", "/bin/sh", "-c",
+    p = inst.cli("run", "--name", "ns", "--rm", "--network", "none", "--", "/bin/sh", "-c",
                  "readlink /proc/self/ns/mnt /proc/self/ns/uts /proc/self/ns/ipc /proc/self/ns/pid "
                  "/proc/self/ns/net; ls /sys/class/net; cat /proc/self/cgroup | head -1")
     assert p.returncode == 0, p.stderr
@@ -130,7 +130,7 @@ def test_json_report(inst):
     assert p.returncode == 0
     events = [json.loads(line) for line in p.stderr.splitlines()]
     steps = [e["step"] for e in events if e["event"] == "step" and e["pipeline"] == "run"]
-    assert steps == ["image", "layers", "volumes", "cgroup", "launch"]
+    assert steps == ["image", "layers", "volumes", "cgroup", "veth", "nat", "launch"]
     assert all(isinstance(e["ms"], int) for e in events if e["event"] == "step")
     assert events[-1]["event"] == "recap" or any(e["event"] == "recap" for e in events)
 
@@ -169,7 +169,7 @@ def test_journal_keeps_history(inst):
     path = os.path.join(inst.state_root, "containers", "hist", "journal.jsonl")
     entries = [json.loads(line) for line in open(path)]
     assert [e["step"] for e in entries if e["pipeline"] == "run"] == ["image", "layers", "volumes", "cgroup",
-                                                                        "launch"]
+                                                                        "veth", "nat", "launch"]
     assert {"time", "pipeline", "step", "action", "result", "ms"} <= set(entries[0])
     assert any(e["pipeline"] == "exit" and e["action"] == "undo" for e in entries)
     inst.cli("rm", "hist", check=True)
