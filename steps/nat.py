@@ -62,28 +62,29 @@ class NatStep(Step):
         return {"/proc/sys/net/ipv4/ip_forward": "1",
                 f"/proc/sys/net/ipv4/conf/{self.ctx.instance.bridge}/route_localnet": "1"}
 
-    def own_comments(self, leases: dict) -> set[str]:
-        ports = net.published(self.ctx.instance, {k: v for k, v in leases.items() if k == self.ctx.names.container})
-        return {p["comment"] for p in ports}
+    def mine(self, comments: set[str] | None) -> bool:
+        """Whether the live table holds any rule of this container (its member or port rules)."""
+        name = self.ctx.names.container
+        return bool(comments) and any(c == f"diy:member:{name}" or c.startswith(f"diy:port:{name}:")
+                                      for c in comments)
 
     def check(self):
         if not self.bridged:
             return nothing("no network")
-        leases = ipam.load(self.ctx.instance)
-        live = live_comments(self.ctx.instance.nft_table)
-        mine = self.own_comments(leases)
-        if self.ctx.names.container not in leases:
-            present = live is not None and any(c.startswith(f"diy:port:{self.ctx.names.container}:")
-                                               for c in live)
-            return (partial if present else absent)([Change("nat rules", "none", "needs the veth stage first")])
-        want = BASE_COMMENTS | {p["comment"] for p in net.published(self.ctx.instance, leases)}
+        inst, name = self.ctx.instance, self.ctx.names.container
+        leases = ipam.load(inst)
+        live = live_comments(inst.nft_table)
+        if name not in leases:
+            return (partial if self.mine(live) else absent)([Change("nat rules", "none", "after the veth stage")])
+        want = wanted(inst, leases)
         changes = [Change(f"sysctl {p}", sysctl(p) or "-", v) for p, v in self.sysctls().items() if sysctl(p) != v]
         if live != want:
             have = "absent" if live is None else f"{len(live)} rules"
-            changes.append(Change(f"nft table ip {self.ctx.instance.nft_table}", have, f"{len(want)} rules"))
+            changes.append(Change(f"nft table ip {inst.nft_table}", have, f"{len(want)} rules"))
         if not changes:
-            return applied(f"{len(mine)} published port(s)")
-        return (partial if live and mine & live else absent)(changes)
+            ports = sum(1 for c in want if c.startswith(f"diy:port:{name}:"))
+            return applied(f"member of ip {inst.nft_table}, {ports} published port(s)")
+        return (partial if self.mine(live) else absent)(changes)
 
     def apply(self):
         with instance_lock(self.ctx.instance):
@@ -101,20 +102,34 @@ class NatStep(Step):
             faults.point("nat.undo.mid")
             if others:
                 self.load(leases, without=self.ctx.names.container)
-            elif live_comments(self.ctx.instance.nft_table) is not None:
-                proc = nft(["delete", "table", "ip", self.ctx.instance.nft_table])
-                if proc.returncode != 0 and "No such file" not in proc.stderr:
-                    raise StepFailed(f"cannot delete nft table {self.ctx.instance.nft_table}: {proc.stderr.strip()}")
+            else:
+                drop_table(self.ctx.instance)
 
     def load(self, leases: dict, without: str | None) -> None:
         from steps.templating import render
 
         inst = self.ctx.instance
+        members = [{"name": n, "ip": ip} for n, ip in sorted(leases.items()) if n != without]
         text = render("nftables.j2", table=inst.nft_table, bridge=inst.bridge, subnet=inst.subnet,
-                      ports=net.published(inst, leases, without=without))
+                      ports=net.published(inst, leases, without=without), members=members)
         proc = nft(["-f", "-"], stdin=text)
         if proc.returncode != 0:
             raise StepFailed(f"cannot load nft table {inst.nft_table}: {proc.stderr.strip().splitlines()[0]}")
+
+
+def drop_table(instance) -> None:
+    """Delete our table (and only ours); a table already gone is fine. Callers hold the instance lock."""
+    if live_comments(instance.nft_table) is None:
+        return
+    proc = nft(["delete", "table", "ip", instance.nft_table])
+    if proc.returncode != 0 and "No such file" not in proc.stderr:
+        raise StepFailed(f"cannot delete nft table {instance.nft_table}: {proc.stderr.strip()}")
+
+
+def wanted(instance, leases: dict[str, str]) -> set[str]:
+    """The rule comments the table must hold for these leases."""
+    ports = {p["comment"] for p in net.published(instance, leases)}
+    return BASE_COMMENTS | ports | {f"diy:member:{n}" for n in leases}
 
 
 def table_text(instance) -> str:

@@ -6,7 +6,7 @@ import json
 from steps import DiyError, config, ipam
 from steps import netlink as nl
 from steps import network as net
-from steps.nat import nft, table_text
+from steps.nat import drop_table, table_text
 from steps.state import instance_lock
 
 
@@ -41,9 +41,7 @@ def prune() -> int:
             raise DiyError(f"cannot prune the network: {len(leases)} container(s) hold leases "
                            f"({', '.join(sorted(leases))}); stop them first")
         ipam.save(inst, {})
-        proc = nft(["delete", "table", "ip", inst.nft_table])
-        if proc.returncode != 0 and "No such file" not in proc.stderr:
-            raise DiyError(f"cannot delete nft table {inst.nft_table}: {proc.stderr.strip()}")
+        drop_table(inst)
         with nl.iproute() as ipr:
             net.remove_bridge(ipr, inst)
     print("network pruned")

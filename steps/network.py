@@ -55,8 +55,11 @@ def overlaps(ipr, instance) -> list[str]:
 
 
 def check_bridge_possible(instance) -> None:
-    """Refuse a foreign link of our bridge's name, or a subnet the host already uses."""
-    with nl.iproute() as ipr:
+    """Refuse a foreign link of our bridge's name, or a subnet the host already uses.
+    Under the instance lock: another run may be half way through making the bridge."""
+    from steps.state import instance_lock
+
+    with instance_lock(instance), nl.iproute() as ipr:
         br, _ = bridge_state(ipr, instance)
         clashes = [] if br is not None else overlaps(ipr, instance)
     if clashes:
@@ -68,8 +71,10 @@ def check_bridge_possible(instance) -> None:
 def ensure_bridge(ipr, instance) -> int:
     br, missing = bridge_state(ipr, instance)
     if br is None:
-        if overlaps(ipr, instance):
-            check_bridge_possible(instance)
+        clashes = overlaps(ipr, instance)
+        if clashes:  # (the caller holds the instance lock)
+            raise BadInput(f"cannot create bridge {instance.bridge} with {instance.subnet}: it overlaps the "
+                           f"host's {', '.join(sorted(set(clashes)))}; set another `subnet:` in the config")
         nl.tolerate(nl.EXISTS, ipr.link, "add", ifname=instance.bridge, kind="bridge")
         br = nl.link(ipr, instance.bridge)
         ipr.link("set", index=br["index"], ifalias=marker(instance))

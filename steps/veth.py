@@ -16,6 +16,7 @@ from steps import Change, Step, absent, applied, faults, ipam, linux, partial
 from steps import netlink as nl
 from steps import network as net
 from steps.facts import mounts_at
+from steps.nat import drop_table
 from steps.state import instance_lock, update_record, write_json
 
 
@@ -74,16 +75,20 @@ class VethStep(Step):
         return changes
 
     def file_changes(self, lease: str | None, leases: dict) -> list[Change]:
+        """hostname and resolv.conf as rendered; hosts with this container's own line (the
+        lines of its peers change as they come and go, rewritten by refresh_peer_hosts)."""
         n = self.ctx.names
         want = net.etc_files(n, self.ctx.spec, lease, net.running_peers(n, leases))
+        own = want["hosts"].splitlines()[3]
         changes = []
         for name, text in want.items():
             path = os.path.join(n.etc_dir, name)
             try:
-                same = open(path).read() == text
+                have = open(path).read()
             except OSError:
-                same = False
-            if not same:
+                have = None
+            ok = have is not None and (own in have.splitlines() if name == "hosts" else have == text)
+            if not ok:
                 changes.append(Change(f"render {path}"))
         return changes
 
@@ -149,8 +154,9 @@ class VethStep(Step):
                 ipam.release(n)
                 leases = ipam.load(n.instance)
                 net.refresh_peer_hosts(n.instance, leases)
-                if not leases:
+                if not leases:  # the last container of the instance: its shared network goes too
                     net.remove_bridge(ipr, n.instance)
+                    drop_table(n.instance)
 
     def unpin(self) -> None:
         path = self.ctx.names.netns
