@@ -35,15 +35,19 @@ class VethStep(Step):
         n = self.ctx.names
         changes = [] if pinned(n.netns) else [Change(f"pin a network namespace on {n.netns}")]
         lease = ipam.load(n.instance).get(n.container)
-        with nl.iproute() as ipr:
-            host_end = nl.link(ipr, n.host_veth)
-            if self.bridged:
-                changes += self.wiring(ipr, host_end, lease)
+        host_end = None
+        if self.bridged or os.path.exists(f"/sys/class/net/{n.host_veth}"):
+            with nl.iproute() as ipr:
+                host_end = nl.link(ipr, n.host_veth)
+                if self.bridged:
+                    changes += self.wiring(ipr, host_end, lease)
         if not self.bridged and not changes:
             changes += self.file_changes(None, {})
         present = pinned(n.netns) or lease or host_end is not None
         if not changes:
-            return applied(f"{lease or 'no network'} via {n.host_veth if lease else 'lo only'}")
+            servers, _, _ = net.nameservers()
+            warn = "" if servers else "; no nameserver the container can reach (resolv.conf is empty)"
+            return applied(f"{lease or 'no network'} via {n.host_veth if lease else 'lo only'}{warn}")
         return (partial if present else absent)(changes)
 
     def wiring(self, ipr, host_end, lease: str | None) -> list[Change]:

@@ -84,7 +84,7 @@ def instance_files(state_root: str, run_root: str) -> set[str]:
     """Files an instance must not keep once its containers are gone (images may stay)."""
     left = set()
     for base in (os.path.join(state_root, "containers"), os.path.join(run_root, "containers"),
-                 os.path.join(state_root, "images", "tmp")):
+                 os.path.join(state_root, "images", "tmp"), os.path.join(run_root, "network")):
         if os.path.isdir(base):
             left |= {f"file {os.path.join(base, n)}" for n in os.listdir(base)}
     locks = os.path.join(run_root, "locks")

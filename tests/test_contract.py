@@ -146,3 +146,32 @@ def test_teardown_refuses_with_a_mount_inside(inst, tmp_path):
     layers.undo()
     teardown.apply()
     assert teardown.check().applied and (src / "keep").exists()
+
+
+def test_veth(inst):
+    from steps import ipam
+    from steps.veth import pinned
+
+    ctx = make_ctx("c-veth")
+    veth, teardown = steps_for(ctx, "veth", "teardown")
+
+    def fact():
+        links = os.listdir("/sys/class/net")
+        return (pinned(ctx.names.netns), ipam.load(ctx.instance).get("c-veth"), ctx.names.host_veth in links,
+                inst.bridge in links)
+
+    contract(veth, fact)
+    assert fact() == (False, None, False, False)  # the last container: the bridge went too
+    teardown.apply()
+
+
+def test_nat(inst):
+    from steps.nat import live_comments
+
+    ctx = make_ctx("c-nat", publish=["18090:80", "127.0.0.1:18091:81/udp"])
+    veth, nat, teardown = steps_for(ctx, "veth", "nat", "teardown")
+    veth.apply()
+    contract(nat, lambda: live_comments(inst.nft_table))
+    assert live_comments(inst.nft_table) is None
+    veth.undo()
+    teardown.apply()
