@@ -45,11 +45,14 @@ def save(instance, leases: dict[str, str]) -> None:
     if leases:
         write_json(path(instance), {"leases": dict(sorted(leases.items()))})
         return
-    for p in (path(instance), network_dir(instance)):
-        try:
-            os.unlink(p) if p.endswith(".json") else os.rmdir(p)
-        except OSError:
-            pass
+    directory = network_dir(instance)
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if name.startswith("leases.json"):  # with a .tmp-PID a kill may have left
+            os.unlink(os.path.join(directory, name))
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
 
 
 def allocate(names: Names, preferred: str | None) -> str:

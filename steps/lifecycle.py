@@ -231,6 +231,10 @@ def start(name: str, attach: bool, out: Output) -> int:
         ctx = Context(names.instance, names, existing(names), attach=attach, tty=attach and os.isatty(0))
         if pid := running_pid(names):
             raise DiyError(f"container {name} is already running (pid {pid})")
+        if ctx.spec.get("network", "bridge") == "bridge":
+            from steps import network
+
+            network.check_ports_free(names, ctx.spec.get("publish") or [])
         if not out.check:
             stop_orphan(ctx)
         try:

@@ -11,6 +11,7 @@ towards it), as Docker does without its userland proxy: no extra process per por
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 
@@ -18,8 +19,9 @@ from steps import Change, Step, StepFailed, absent, applied, faults, ipam, nothi
 from steps import network as net
 from steps.state import instance_lock
 
-BASE_COMMENTS = {"diy:jump:prerouting", "diy:jump:output", "diy:masquerade", "diy:masquerade-local",
-                 "diy:forward:back", "diy:forward:published", "diy:forward:out"}
+BASE_COMMENTS = {"diy:no-loopback-from-containers", "diy:jump:prerouting", "diy:jump:output", "diy:masquerade",
+                 "diy:masquerade-local", "diy:masquerade-hairpin", "diy:forward:back", "diy:forward:published",
+                 "diy:forward:out", "diy:forward:unpublished"}
 
 
 def nft(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -29,13 +31,35 @@ def nft(args: list[str], stdin: str | None = None) -> subprocess.CompletedProces
         raise StepFailed("cannot run nft: install nftables (apt-get install nftables)") from None
 
 
-def live_comments(table: str) -> set[str] | None:
-    """The rule comments of our table, or None when the table does not exist."""
+def table_marker(instance) -> str:
+    """Whose the table is (two instances could be given one table name): the comment of a
+    counter rule, as nft's JSON does not carry table comments before 1.0.7."""
+    return hashlib.sha256(instance.state_root.encode()).hexdigest()[:12]
+
+
+def live_table(table: str) -> tuple[set[str], str] | None:
+    """(the rule comments, the table's comment) of table, or None when it does not exist."""
     proc = nft(["-j", "list", "table", "ip", table])
     if proc.returncode != 0:
         return None
     items = json.loads(proc.stdout).get("nftables", [])
-    return {i["rule"]["comment"] for i in items if "rule" in i and "comment" in i["rule"]}
+    comments = {i["rule"]["comment"] for i in items if "rule" in i and "comment" in i["rule"]}
+    owner = next((c[len("diy:owner:"):] for c in comments if c.startswith("diy:owner:")), "")
+    return comments - {f"diy:owner:{owner}"}, owner
+
+
+def live_comments(table: str) -> set[str] | None:
+    live = live_table(table)
+    return None if live is None else live[0]
+
+
+def ours(instance) -> set[str] | None:
+    """Our table's rule comments (None when absent); a foreign table of that name is refused."""
+    live = live_table(instance.nft_table)
+    if live is not None and live[1] != table_marker(instance):
+        raise StepFailed(f"cannot use nft table ip {instance.nft_table}: it exists and is not this instance's; "
+                         "set another `nft_table:` in the config (or DIY_DOCKER_NFT_TABLE)")
+    return None if live is None else live[0]
 
 
 def sysctl(path: str) -> str | None:
@@ -62,33 +86,35 @@ class NatStep(Step):
         return {"/proc/sys/net/ipv4/ip_forward": "1",
                 f"/proc/sys/net/ipv4/conf/{self.ctx.instance.bridge}/route_localnet": "1"}
 
-    def mine(self, comments: set[str] | None) -> bool:
-        """Whether the live table holds any rule of this container (its member or port rules)."""
+    def own(self, comments) -> set[str]:
+        """This container's rules among comments: its member rule and its ports."""
         name = self.ctx.names.container
-        return bool(comments) and any(c == f"diy:member:{name}" or c.startswith(f"diy:port:{name}:")
-                                      for c in comments)
+        return {c for c in comments or () if c.startswith((f"diy:member:{name}:", f"diy:port:{name}:"))}
 
     def check(self):
+        """Applied when the table's base rules and exactly this container's rules (for its
+        current address and ports) are loaded; the others' rules are theirs to check."""
         if not self.bridged:
             return nothing("no network")
         inst, name = self.ctx.instance, self.ctx.names.container
         leases = ipam.load(inst)
-        live = live_comments(inst.nft_table)
+        live = ours(inst)
         if name not in leases:
-            return (partial if self.mine(live) else absent)([Change("nat rules", "none", "after the veth stage")])
-        want = wanted(inst, leases)
+            return (partial if self.own(live) else absent)([Change("nat rules", "none", "after the veth stage")])
+        want = self.own(wanted(inst, leases))
         changes = [Change(f"sysctl {p}", sysctl(p) or "-", v) for p, v in self.sysctls().items() if sysctl(p) != v]
-        if live != want:
-            have = "absent" if live is None else f"{len(live)} rules"
-            changes.append(Change(f"nft table ip {inst.nft_table}", have, f"{len(want)} rules"))
+        if live is None or not BASE_COMMENTS <= live or self.own(live) != want:
+            have = "absent" if live is None else ", ".join(sorted(self.own(live))) or "no rules of its own"
+            changes.append(Change(f"nft table ip {inst.nft_table}", have, ", ".join(sorted(want))))
         if not changes:
-            ports = sum(1 for c in want if c.startswith(f"diy:port:{name}:"))
-            return applied(f"member of ip {inst.nft_table}, {ports} published port(s)")
-        return (partial if self.mine(live) else absent)(changes)
+            ports = sum(1 for c in want if c.startswith("diy:port:"))
+            return applied(f"in ip {inst.nft_table} with {ports} published port(s)")
+        return (partial if self.own(live) else absent)(changes)
 
     def apply(self):
         with instance_lock(self.ctx.instance):
             leases = ipam.load(self.ctx.instance)
+            net.check_ports_free(self.ctx.names, self.ctx.spec.get("publish") or [])  # now, under the lock
             for path, value in self.sysctls().items():
                 if sysctl(path) != value:
                     set_sysctl(path, value)
@@ -109,17 +135,20 @@ class NatStep(Step):
         from steps.templating import render
 
         inst = self.ctx.instance
+        ours(inst)  # refuses a foreign table of our name before replacing it
         members = [{"name": n, "ip": ip} for n, ip in sorted(leases.items()) if n != without]
-        text = render("nftables.j2", table=inst.nft_table, bridge=inst.bridge, subnet=inst.subnet,
-                      ports=net.published(inst, leases, without=without), members=members)
+        text = render("nftables.j2", table=inst.nft_table, bridge=inst.bridge, subnet=str(inst.network),
+                      ports=net.published(inst, leases, without=without), members=members,
+                      marker=table_marker(inst))
         proc = nft(["-f", "-"], stdin=text)
         if proc.returncode != 0:
-            raise StepFailed(f"cannot load nft table {inst.nft_table}: {proc.stderr.strip().splitlines()[0]}")
+            why = (proc.stderr.strip().splitlines() or ["nft failed without a message"])[0]
+            raise StepFailed(f"cannot load nft table {inst.nft_table}: {why}")
 
 
 def drop_table(instance) -> None:
     """Delete our table (and only ours); a table already gone is fine. Callers hold the instance lock."""
-    if live_comments(instance.nft_table) is None:
+    if ours(instance) is None:
         return
     proc = nft(["delete", "table", "ip", instance.nft_table])
     if proc.returncode != 0 and "No such file" not in proc.stderr:
@@ -129,7 +158,7 @@ def drop_table(instance) -> None:
 def wanted(instance, leases: dict[str, str]) -> set[str]:
     """The rule comments the table must hold for these leases."""
     ports = {p["comment"] for p in net.published(instance, leases)}
-    return BASE_COMMENTS | ports | {f"diy:member:{n}" for n in leases}
+    return BASE_COMMENTS | ports | {f"diy:member:{n}:{ip}" for n, ip in leases.items()}
 
 
 def table_text(instance) -> str:

@@ -75,15 +75,27 @@ def ensure_bridge(ipr, instance) -> int:
         if clashes:  # (the caller holds the instance lock)
             raise BadInput(f"cannot create bridge {instance.bridge} with {instance.subnet}: it overlaps the "
                            f"host's {', '.join(sorted(set(clashes)))}; set another `subnet:` in the config")
-        nl.tolerate(nl.EXISTS, ipr.link, "add", ifname=instance.bridge, kind="bridge")
-        br = nl.link(ipr, instance.bridge)
-        ipr.link("set", index=br["index"], ifalias=marker(instance))
+        br = make_bridge(ipr, instance)
         missing = ["all"]
     if missing:
         nl.tolerate(nl.EXISTS, ipr.addr, "add", index=br["index"], address=gateway(instance),
                     prefixlen=instance.network.prefixlen)
         ipr.link("set", index=br["index"], state="up")
     return br["index"]
+
+
+def make_bridge(ipr, instance):
+    """Create the bridge under a name of our own, mark it, then rename it: a bridge of the
+    real name is never without its marker, even when we are killed half way."""
+    import hashlib
+
+    staging = "dtmp" + hashlib.sha256(marker(instance).encode()).hexdigest()[:10]
+    nl.tolerate(nl.GONE, ipr.link, "del", ifname=staging)  # a half-made one of ours
+    ipr.link("add", ifname=staging, kind="bridge")
+    index = nl.link(ipr, staging)["index"]
+    ipr.link("set", index=index, ifalias=marker(instance))
+    ipr.link("set", index=index, ifname=instance.bridge)
+    return nl.link(ipr, instance.bridge)
 
 
 def remove_bridge(ipr, instance) -> None:
@@ -126,11 +138,12 @@ def running_peers(names: Names, leases: dict[str, str]) -> list[dict]:
 
 
 def write_in_place(path: str, text: str) -> None:
-    """Rewrite a file keeping its inode: a running container has it bind-mounted."""
+    """Rewrite a file keeping its inode: a running container has it bind-mounted.
+    The new text is written over the old and the rest cut, so it is never seen empty."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "w") as f:
-        f.truncate(0)
         f.write(text)
+        f.truncate()
 
 
 def refresh_peer_hosts(instance, leases: dict[str, str]) -> None:
@@ -142,7 +155,9 @@ def refresh_peer_hosts(instance, leases: dict[str, str]) -> None:
         if record is None or not os.path.exists(hosts):
             continue
         text = etc_files(names, record, leases[name], running_peers(names, leases))["hosts"]
-        if open(hosts).read() != text:
+        with open(hosts) as f:  # the container can write this file: read a bounded amount
+            current = f.read(len(text) + 1)
+        if current != text:
             write_in_place(hosts, text)
 
 
@@ -156,8 +171,8 @@ def published(instance, leases: dict[str, str], without: str | None = None) -> l
             continue
         record = load_record(Names(instance, name)) or {}
         for p in record.get("publish") or []:
-            ports.append({**p, "ip": ip, "name": name,
-                          "comment": f"diy:port:{name}:{p['proto']}:{p['host_ip']}:{p['host_port']}"})
+            ports.append({**p, "ip": ip, "name": name, "comment": f"diy:port:{name}:{p['proto']}:{p['host_ip']}:"
+                                                                  f"{p['host_port']}>{ip}:{p['container_port']}"})
     return ports
 
 
@@ -172,6 +187,8 @@ def port_clash(wanted: list[dict], taken: list[dict]) -> str | None:
 
 
 def check_ports_free(names: Names, publish: list[dict]) -> None:
+    """Refuse a host port another container of the instance publishes (callers that act on
+    the answer hold the instance lock)."""
     from steps import ipam
 
     clash = port_clash(publish, published(names.instance, ipam.load(names.instance), without=names.container))

@@ -42,7 +42,7 @@ class VethStep(Step):
                 if self.bridged:
                     changes += self.wiring(ipr, host_end, lease)
         if not self.bridged and not changes:
-            changes += self.file_changes(None, {})
+            changes += self.file_changes(None, {})  # lo only: no peers to list
         present = pinned(n.netns) or lease or host_end is not None
         if not changes:
             servers, _, _ = net.nameservers()
@@ -93,7 +93,9 @@ class VethStep(Step):
                 have = None
             ok = have is not None and (own in have.splitlines() if name == "hosts" else have == text)
             if not ok:
-                changes.append(Change(f"render {path}"))
+                warn = "no nameserver a container can reach" if name == "resolv.conf" and "nameserver" not in text \
+                    else ""
+                changes.append(Change(f"render {path}", "", warn))
         return changes
 
     def apply(self):
@@ -102,7 +104,7 @@ class VethStep(Step):
             self.pin()
             faults.point("veth.apply.mid")
             lease = self.wire() if self.bridged else None
-            leases = ipam.load(n.instance)
+            leases = ipam.load(n.instance) if self.bridged else {}
             for name, text in net.etc_files(n, self.ctx.spec, lease, net.running_peers(n, leases)).items():
                 net.write_in_place(os.path.join(n.etc_dir, name), text)
             if lease:
@@ -125,6 +127,9 @@ class VethStep(Step):
             bridge = net.ensure_bridge(ipr, inst)
             lease = ipam.allocate(n, record_ip)
             host_end = nl.link(ipr, n.host_veth)
+            if host_end is not None and not self.has_eth0():  # its peer is not in our netns
+                nl.tolerate(nl.GONE, ipr.link, "del", index=host_end["index"])
+                host_end = None
             if host_end is not None and host_end.get_attr("IFLA_MASTER") != bridge:
                 nl.tolerate(nl.GONE, ipr.link, "del", index=host_end["index"])
                 host_end = None
@@ -139,6 +144,10 @@ class VethStep(Step):
         self.configure_inside(lease)
         return lease
 
+    def has_eth0(self) -> bool:
+        with nl.iproute(self.ctx.names.netns) as ns:
+            return bool(ns.link_lookup(ifname="eth0"))
+
     def configure_inside(self, lease: str) -> None:
         inst = self.ctx.instance
         with nl.iproute(self.ctx.names.netns) as ns:
@@ -149,18 +158,21 @@ class VethStep(Step):
             nl.tolerate(nl.EXISTS, ns.route, "add", dst="0.0.0.0/0", gateway=net.gateway(inst))
 
     def undo(self):
+        """Host end (its peer goes with it), then - when this was the last lease - the
+        bridge and the table, then the pin, and the lease last: until the lease is
+        freed, check still sees something of this step, so a killed undo is redone."""
         n = self.ctx.names
         with instance_lock(n.instance):
+            others = {k: v for k, v in ipam.load(n.instance).items() if k != n.container}
             with nl.iproute() as ipr:
                 nl.tolerate(nl.GONE, ipr.link, "del", ifname=n.host_veth)
                 faults.point("veth.undo.mid")
-                self.unpin()
-                ipam.release(n)
-                leases = ipam.load(n.instance)
-                net.refresh_peer_hosts(n.instance, leases)
-                if not leases:  # the last container of the instance: its shared network goes too
-                    net.remove_bridge(ipr, n.instance)
+                if not others:  # the last container of the instance: its shared network goes too
                     drop_table(n.instance)
+                    net.remove_bridge(ipr, n.instance)
+            self.unpin()
+            ipam.release(n)
+            net.refresh_peer_hosts(n.instance, others)
 
     def unpin(self) -> None:
         path = self.ctx.names.netns

@@ -113,6 +113,8 @@ def test_published_port_from_outside_and_loopback(inst, outside):
         assert p.returncode == 125 and "already published by container web" in p.stderr
         table = sh("nft", "list", "table", "ip", inst.nft_table).stdout
         assert "dport 18080" in table
+        # route_localnet lets 127.0.0.1 reach the bridge; containers must not reach the host's loopback
+        assert f'iifname "{inst.bridge}" ip daddr 127.0.0.0/8 drop' in table
     finally:
         inst.cli("stop", "web", check=True)
     assert sh(sys.executable, "-c", FETCH, "http://127.0.0.1:18080/", check=False).returncode != 0
@@ -188,3 +190,23 @@ def test_veth_step_alone(inst):
     assert p.returncode == 0 and p.stdout.startswith("ok:"), p.stdout
     inst.cli("rm", "--force", "vs", check=True)
     assert REPO
+
+
+def test_foreign_table_of_our_name_is_refused(inst):
+    sh("nft", "add", "table", "ip", inst.nft_table)
+    try:
+        p = inst.cli("run", "--name", "t", "--", "/bin/true")
+        assert p.returncode == 125 and "is not this instance's" in p.stderr, p.stderr
+        assert sh("nft", "list", "table", "ip", inst.nft_table).returncode == 0  # untouched
+    finally:
+        sh("nft", "delete", "table", "ip", inst.nft_table)
+    inst.cli("teardown", "t", check=True)
+
+
+def test_start_refuses_a_port_taken_meanwhile(inst):
+    inst.cli("run", "--name", "a", "--publish", "18095:80", "--", "/bin/true", check=True)
+    inst.cli("run", "--name", "b", "--detach", "--publish", "18095:80", "--", "/bin/sleep", "1000", check=True)
+    p = inst.cli("start", "a")
+    assert p.returncode == 125 and "already published by container b" in p.stderr
+    for name in ("a", "b"):
+        inst.cli("rm", "--force", name, check=True)
