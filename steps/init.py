@@ -113,7 +113,12 @@ def mount_proc(root: str) -> None:
 def bind_etc(root: str, files: dict[str, str]) -> None:
     """The rendered hosts, hostname and resolv.conf over the image's (resolved inside root)."""
     for inside, source in files.items():
-        target = resolve_in_root(root, inside, create=True, as_dir=False)
+        try:
+            target = resolve_in_root(root, inside, create=True, as_dir=False)
+        except OSError as e:
+            if e.errno in (errno.EROFS, errno.EACCES):
+                continue  # a read-only volume owns /etc: its files stand
+            raise
         if os.path.isdir(target):
             continue  # an image with a directory there: leave it
         linux.mount(source, target, None, linux.MS_BIND)

@@ -50,11 +50,13 @@ class Monitor:
         spec = self.ctx.spec
         image = Store(self.ctx.instance).image(spec["image_id"]) if spec.get("image_id") else None
         config = (image or {}).get("config") or {}
+        from steps.veth import pinned
+
         n = self.ctx.names
         etc = {f"/etc/{f}": os.path.join(n.etc_dir, f) for f in ("hosts", "hostname", "resolv.conf")
                if os.path.exists(os.path.join(n.etc_dir, f))}
         return {"cgroup": n.cgroup_path, "rootfs": n.merged, "etc": etc,
-                "netns": n.netns if os.path.exists(n.netns) else None,
+                "netns": n.netns if pinned(n.netns) else None,
                 "hostname": spec.get("hostname") or self.ctx.names.container,
                 "workdir": spec.get("workdir") or config.get("WorkingDir") or "/", "tty": self.ctx.tty,
                 "argv": command_argv(spec, config), "env": container_env(spec, self.ctx.tty, config)}
@@ -90,8 +92,12 @@ class Monitor:
         self.record_runtime()
         faults.point("launch.apply.mid")
         self.install_handlers()  # from "go" on, a Ctrl-C is the container's, not the pipeline's
-        os.write(go_w, b"g")
-        os.close(go_w)
+        try:
+            os.write(go_w, b"g")
+        except BrokenPipeError:
+            pass  # the init failed before it waited for us: its error pipe says why
+        finally:
+            os.close(go_w)
         error = read_all(err_r)
         if error:
             self.restore_handlers()
