@@ -164,12 +164,15 @@ class VethStep(Step):
         n = self.ctx.names
         with instance_lock(n.instance):
             others = {k: v for k, v in ipam.load(n.instance).items() if k != n.container}
-            with nl.iproute() as ipr:
-                nl.tolerate(nl.GONE, ipr.link, "del", ifname=n.host_veth)
+            if self.bridged or os.path.exists(f"/sys/class/net/{n.host_veth}"):
+                with nl.iproute() as ipr:  # (a --network none container needs no netlink at all)
+                    nl.tolerate(nl.GONE, ipr.link, "del", ifname=n.host_veth)
+                    faults.point("veth.undo.mid")
+                    if not others:  # the last container of the instance: its shared network goes too
+                        drop_table(n.instance)
+                        net.remove_bridge(ipr, n.instance)
+            else:
                 faults.point("veth.undo.mid")
-                if not others:  # the last container of the instance: its shared network goes too
-                    drop_table(n.instance)
-                    net.remove_bridge(ipr, n.instance)
             self.unpin()
             ipam.release(n)
             net.refresh_peer_hosts(n.instance, others)
