@@ -15,6 +15,8 @@ import time
 
 from steps import BadInput, Change, Step, StepFailed, absent, applied, faults, partial
 from steps.facts import Hierarchy, controller_hierarchies
+from steps.state import read_value as read
+from steps.state import write_value as write
 
 CPU_PERIOD = 100000
 V1_UNLIMITED = 9223372036854771712
@@ -96,22 +98,6 @@ def hierarchies() -> list[Hierarchy]:
 
 def cgroup_dirs(cgroup_path: str) -> list[tuple[Hierarchy, str]]:
     return [(h, os.path.join(h.root, cgroup_path)) for h in hierarchies()]
-
-
-def read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        return None
-
-
-def write(path: str, value: str) -> None:
-    try:
-        with open(path, "w") as f:
-            f.write(value)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write {value} to {path}: {e.strerror}") from None
 
 
 def procs(directory: str) -> list[int]:

@@ -18,6 +18,8 @@ import subprocess
 from steps import Change, Step, StepFailed, absent, applied, faults, ipam, nothing, partial
 from steps import network as net
 from steps.state import instance_lock
+from steps.state import read_value as sysctl
+from steps.state import write_value as set_sysctl
 
 BASE_COMMENTS = {"diy:no-loopback-from-containers", "diy:jump:prerouting", "diy:jump:output", "diy:masquerade",
                  "diy:masquerade-local", "diy:masquerade-hairpin", "diy:forward:back", "diy:forward:published",
@@ -60,19 +62,6 @@ def ours(instance) -> set[str] | None:
         raise StepFailed(f"cannot use nft table ip {instance.nft_table}: it exists and is not this instance's; "
                          "set another `nft_table:` in the config (or DIY_DOCKER_NFT_TABLE)")
     return None if live is None else live[0]
-
-
-def sysctl(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def set_sysctl(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
 
 
 class NatStep(Step):

@@ -48,6 +48,23 @@ def remove_file(path: str) -> bool:
         return False
 
 
+def read_value(path: str) -> str | None:
+    """A small kernel file (cgroupfs, /proc/sys), stripped; None when it does not exist."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def write_value(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {value} to {path}: {e.strerror}") from None
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
