@@ -90,7 +90,7 @@ class NatStep(Step):
         live = ours(inst)
         if name not in leases:
             return (partial if self.own(live) else absent)([Change("nat rules", "none", "after the veth stage")])
-        want = self.own(wanted(inst, leases))
+        want = self.own(wanted(inst, {name: leases[name]}))  # its own rules: no need to read the others' records
         changes = [Change(f"sysctl {p}", sysctl(p) or "-", v) for p, v in self.sysctls().items() if sysctl(p) != v]
         if live is None or not BASE_COMMENTS <= live or self.own(live) != want:
             have = "absent" if live is None else ", ".join(sorted(self.own(live))) or "no rules of its own"

@@ -61,7 +61,10 @@ def check_bridge_possible(instance) -> None:
 
     with instance_lock(instance), nl.iproute() as ipr:
         br, _ = bridge_state(ipr, instance)
-        clashes = [] if br is not None else overlaps(ipr, instance)
+        refuse_overlaps(instance, [] if br is not None else overlaps(ipr, instance))
+
+
+def refuse_overlaps(instance, clashes: list[str]) -> None:
     if clashes:
         raise BadInput(f"cannot create bridge {instance.bridge} with {instance.subnet}: it overlaps the host's "
                        f"{', '.join(sorted(set(clashes)))}; set another `subnet:` in the config "
@@ -71,10 +74,7 @@ def check_bridge_possible(instance) -> None:
 def ensure_bridge(ipr, instance) -> int:
     br, missing = bridge_state(ipr, instance)
     if br is None:
-        clashes = overlaps(ipr, instance)
-        if clashes:  # (the caller holds the instance lock)
-            raise BadInput(f"cannot create bridge {instance.bridge} with {instance.subnet}: it overlaps the "
-                           f"host's {', '.join(sorted(set(clashes)))}; set another `subnet:` in the config")
+        refuse_overlaps(instance, overlaps(ipr, instance))  # again: the caller holds the instance lock now
         br = make_bridge(ipr, instance)
         missing = ["all"]
     if missing:

@@ -34,13 +34,14 @@ class VethStep(Step):
     def check(self):
         n = self.ctx.names
         changes = [] if pinned(n.netns) else [Change(f"pin a network namespace on {n.netns}")]
-        lease = ipam.load(n.instance).get(n.container)
+        leases = ipam.load(n.instance)
+        lease = leases.get(n.container)
         host_end = None
         if self.bridged or os.path.exists(f"/sys/class/net/{n.host_veth}"):
             with nl.iproute() as ipr:
                 host_end = nl.link(ipr, n.host_veth)
                 if self.bridged:
-                    changes += self.wiring(ipr, host_end, lease)
+                    changes += self.wiring(ipr, host_end, lease, leases)
         if not self.bridged and not changes:
             changes += self.file_changes(None, {})  # lo only: no peers to list
         present = pinned(n.netns) or lease or host_end is not None
@@ -50,7 +51,7 @@ class VethStep(Step):
             return applied(f"{lease or 'no network'} via {n.host_veth if lease else 'lo only'}{warn}")
         return (partial if present else absent)(changes)
 
-    def wiring(self, ipr, host_end, lease: str | None) -> list[Change]:
+    def wiring(self, ipr, host_end, lease: str | None, leases: dict[str, str]) -> list[Change]:
         n, inst = self.ctx.names, self.ctx.instance
         br, missing = net.bridge_state(ipr, inst)
         changes = [Change(m) for m in missing]
@@ -62,7 +63,7 @@ class VethStep(Step):
             changes.append(Change(f"veth {n.host_veth} on {inst.bridge}", "missing or detached", "up"))
         elif pinned(n.netns):
             changes += self.inside_changes(lease)
-        return changes + self.file_changes(lease, ipam.load(inst))
+        return changes + self.file_changes(lease, leases)
 
     def inside_changes(self, lease: str) -> list[Change]:
         want = f"{lease}/{self.ctx.instance.network.prefixlen}"
