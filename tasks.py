@@ -126,15 +126,63 @@ def images(c, json=False):
     return list_images(json)
 
 
-@task(name="import", help={"file": "a rootfs tarball (docker export, debootstrap; gz/bz2/xz)",
+@task(help={"image": "[REGISTRY/]NAME[:TAG][@DIGEST]; Docker Hub when no registry is named",
+            "username": "registry user (else ~/.docker/config.json, else anonymous)",
+            "password_stdin": "read the registry password from standard input"})
+@guarded
+def pull(c, image, username=None, password_stdin=False):
+    """Pull an image (linux/<host arch>) from its registry into the store."""
+    from steps.image.commands import pull as pull_image
+    from steps.image.commands import read_password
+
+    return pull_image(image, username, read_password() if password_stdin else None)
+
+
+@task(help={"image": "NAME[:TAG] to remove", "force": "untag it even while containers use it"})
+@guarded
+def rmi(c, image, force=False):
+    """Remove an image (and the layers no other image uses); refused while a container uses it."""
+    from steps.image.commands import rmi as remove_image
+
+    return remove_image([image], force)
+
+
+@task(name="import", help={"file": "a rootfs tarball (docker export, debootstrap; gz/zst/bz2/xz)",
                            "name": "the image NAME[:TAG] to register it as"})
 @guarded
 def import_image(c, file, name):
     """Import a flat rootfs tarball as a one-layer image."""
-    from steps.image import import_rootfs
+    from steps.image.commands import import_rootfs
 
-    print(import_rootfs(file, name))
-    return 0
+    return import_rootfs(file, name)
+
+
+@task(name="load", help={"path": "a docker save archive, or an OCI layout (directory or tar)",
+                         "ref": "NAME[:TAG] to register it as (needed when the archive names none)"})
+@guarded
+def load_image(c, path, ref=None):
+    """Load images from a docker save archive or an OCI image layout."""
+    from steps.image.commands import load
+
+    return load(path, ref)
+
+
+@task(name="from-docker", help={"image": "an image of the local Docker daemon"})
+@guarded
+def from_docker(c, image):
+    """Copy an image out of a local Docker daemon (docker save), layers and config kept."""
+    from steps.image.commands import from_docker as copy_from_docker
+
+    return copy_from_docker(image)
+
+
+@task(name="prune")
+@guarded
+def image_prune(c):
+    """Remove images no name and no container uses, their layers, and unfinished pulls."""
+    from steps.image.commands import prune
+
+    return prune()
 
 
 @task(name="inspect", help={"json": "print JSON"})
@@ -167,8 +215,8 @@ def _step_task(stage: str):
         "name": "the container", "undo": "undo the stage instead of applying it", **OUTPUT_HELP})
 
 
-ns = Collection(run, start, stop, rm, teardown, ps, inspect, logs, images)
-ns.add_collection(Collection("image", import_image))
+ns = Collection(run, start, stop, rm, teardown, ps, inspect, logs, images, pull, rmi)
+ns.add_collection(Collection("image", import_image, load_image, from_docker, image_prune))
 ns.add_collection(Collection("network", network_inspect, network_prune))
 ns.add_collection(Collection("step", *(_step_task(s) for s in
                                         ("image", "layers", "volumes", "cgroup", "veth", "nat", "launch",

@@ -29,6 +29,14 @@ class Instance:
     bridge: str = "diy0"
     subnet: str = "172.19.0.0/16"
     nft_table: str = "docker_diy"
+    max_layer_bytes: int = 16 << 30
+    insecure_registries: str = ""  # comma-separated HOST[:PORT]; a YAML list works too
+    pull_parallel: int = 3
+
+    @property
+    def insecure(self) -> frozenset[str]:
+        """Registries reached over plain HTTP (localhost and loopback always are)."""
+        return frozenset(r.strip() for r in self.insecure_registries.split(",") if r.strip())
 
     @property
     def network(self):
@@ -60,6 +68,14 @@ class Instance:
         for key in ("stop_timeout", "lock_timeout"):
             if getattr(self, key) < 0:
                 raise BadInput(f"bad config {key}={getattr(self, key)}: must be >= 0")
+        for key in ("max_layer_bytes", "pull_parallel"):
+            if getattr(self, key) < 1:
+                raise BadInput(f"bad config {key}={getattr(self, key)}: must be >= 1")
+        from steps.image.reference import _HOST_RE
+
+        for host in self.insecure:
+            if not _HOST_RE.fullmatch(host):
+                raise BadInput(f"bad config insecure_registries entry {host!r}: expected HOST[:PORT]")
         return self
 
 
@@ -88,6 +104,8 @@ def _coerce(key: str, value, kind, origin: str):
             return int(value)
         except (TypeError, ValueError):
             raise BadInput(f"bad config {key}={value!r} in {origin}: expected a whole number") from None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
     if not isinstance(value, str):
         raise BadInput(f"bad config {key}={value!r} in {origin}: expected a string")
     return value

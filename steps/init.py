@@ -78,7 +78,7 @@ def container_init(plan: dict, err_w: int, go_r: int) -> None:
             take_terminal()
         else:
             os.setpgid(0, 0)  # Ctrl-C at a terminal reaches the monitor, which forwards it
-        enter_workdir(plan["workdir"])
+        enter_workdir(plan["workdir"], plan.get("user"))
         keep = {err_w, go_r}
         close_fds(keep)
         if os.read(go_r, 1) != b"g":
@@ -163,8 +163,13 @@ def take_terminal() -> None:
         signal.signal(signal.SIGTTOU, old)
 
 
-def enter_workdir(workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)  # as Docker: a missing WorkingDir is created
+def enter_workdir(workdir: str, user: dict | None) -> None:
+    """Make a missing WorkingDir (as Docker does), become the user, then enter it."""
+    os.makedirs(workdir, exist_ok=True)
+    if user is not None:
+        os.setgroups(user["groups"])
+        os.setgid(user["gid"])
+        os.setuid(user["uid"])
     os.chdir(workdir)
 
 

@@ -14,17 +14,17 @@ from steps.facts import mounts_at, parse_overlay_options
 from steps.image.store import Store
 from steps.state import save_record
 
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
 
 class LayersStep(Step):
     name = "layers"
 
     def image_record(self, pin: bool = False) -> dict:
         """The image this container was created from (pinned in its record on first use)."""
-        from steps.image import canonical
-
         store = Store(self.ctx.instance)
         image_id = self.ctx.spec.get("image_id")
-        record = store.image(image_id) if image_id else store.resolve(canonical(self.ctx.spec["image"]))
+        record = store.image(image_id) if image_id else store.resolve(self.ctx.spec["image"])
         if record is None:
             raise StepFailed(f"cannot mount the layers of {self.ctx.names.container}: "
                              f"image {self.ctx.spec['image']} is not in the store")
@@ -34,9 +34,23 @@ class LayersStep(Step):
         return record
 
     def options(self, record: dict) -> str:
+        """Lower dirs as short links relative to the store (mounted with the cwd there), as
+        Docker's overlay2 does: an image of ~200 layers still fits the one page mount(2) takes."""
         n = self.ctx.names
-        lower = ":".join(Store(self.ctx.instance).lower_dirs(record))
+        lower = ":".join(Store(self.ctx.instance).short_lowers(record))
         return f"lowerdir={lower},upperdir={n.upper},workdir={n.work}"
+
+    def mount(self, record: dict) -> None:
+        from steps.image.extract import InDirectory
+
+        store = Store(self.ctx.instance)
+        options = self.options(record)
+        if len(options) >= PAGE_SIZE:
+            raise StepFailed(f"image {self.ctx.spec['image']} has {len(record['layers'])} layers: too many "
+                             f"for one overlay mount ({len(options)} bytes of options, the limit is {PAGE_SIZE})")
+        store.link_short(record["layers"])
+        with InDirectory(store.root):
+            linux.mount("overlay", self.ctx.names.merged, "overlay", 0, options)
 
     def check(self):
         n = self.ctx.names
@@ -65,7 +79,7 @@ class LayersStep(Step):
         faults.point("layers.apply.mid")
         if mounts_at(n.merged):
             self.undo()  # something stale or foreign-shaped: start from clean
-        linux.mount("overlay", n.merged, "overlay", 0, self.options(record))
+        self.mount(record)
 
     def undo(self):
         merged = self.ctx.names.merged

@@ -42,6 +42,8 @@ class RunOptions:
     detach: bool = False
     network: str | None = None
     publish: list[str] = field(default_factory=list)
+    user: str | None = None
+    entrypoint: str | None = None
 
 
 def names_for(name: str) -> Names:
@@ -126,7 +128,7 @@ def run(opts: RunOptions, out: Output) -> int:
     names = names_for(opts.name if opts.name is not None else unused_name())
     spec = specs.build(names.container, opts.image, opts.command, opts.env, opts.workdir,
                        opts.hostname, opts.volumes, opts.memory, opts.cpus, opts.pids_limit, opts.rm,
-                       opts.network, opts.publish)
+                       opts.network, opts.publish, opts.user, opts.entrypoint)
     reporter = out.reporter(attached=not opts.detach)
     if opts.name is None:
         reporter.message(f"name: {names.container}")
@@ -154,13 +156,6 @@ def run(opts: RunOptions, out: Output) -> int:
 
 def precheck(ctx: Context) -> None:
     """Refuse what can be refused from facts alone: the image, the command, the name's spec."""
-    from steps.image import canonical, is_builtin
-    from steps.image.store import Store
-
-    ref = canonical(ctx.spec["image"])
-    if Store(ctx.instance).resolve(ref) is None and not is_builtin(ref):
-        raise BadInput(f"image {ref} is not in the local store; "
-                       f"import it first: invoke image.import FILE --name {ref}")
     old = load_record(ctx.names)
     if old is None:
         check_command(ctx)

@@ -45,7 +45,7 @@ class Monitor:
 
     def plan(self) -> dict:
         from steps.image.store import Store
-        from steps.launch import command_argv, container_env
+        from steps.launch import command_argv, container_env, resolve_user
 
         spec = self.ctx.spec
         image = Store(self.ctx.instance).image(spec["image_id"]) if spec.get("image_id") else None
@@ -53,13 +53,15 @@ class Monitor:
         from steps.veth import pinned
 
         n = self.ctx.names
+        user = resolve_user(n.merged, spec.get("user") or config.get("User"))
         etc = {f"/etc/{f}": os.path.join(n.etc_dir, f) for f in ("hosts", "hostname", "resolv.conf")
                if os.path.exists(os.path.join(n.etc_dir, f))}
         return {"cgroup": n.cgroup_path, "rootfs": n.merged, "etc": etc,
                 "netns": n.netns if pinned(n.netns) else None,
                 "hostname": spec.get("hostname") or self.ctx.names.container,
                 "workdir": spec.get("workdir") or config.get("WorkingDir") or "/", "tty": self.ctx.tty,
-                "argv": command_argv(spec, config), "env": container_env(spec, self.ctx.tty, config)}
+                "argv": command_argv(spec, config), "user": user,
+                "env": container_env(spec, self.ctx.tty, config, user["home"] if user else "/root")}
 
     def spawn(self) -> int:
         """Start the init; returns its pid once it has exec'd the command."""

@@ -13,12 +13,6 @@ from steps import BadInput
 from steps.config import Instance
 
 _CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# Docker's reference grammar: path components of lowercase alphanumerics joined by
-# separators, an optional registry host[:port], and a tag.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*(?::[0-9]{1,5})?)"
-_REPO = re.compile(rf"^(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def check_container_name(name: str) -> str:
@@ -34,23 +28,6 @@ def generate_name() -> str:
     adjectives = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp", "witty")
     nouns = ("ant", "bee", "crab", "dove", "eel", "fox", "gnu", "hare", "ibis", "lynx")
     return f"{secrets.choice(adjectives)}_{secrets.choice(nouns)}_{secrets.token_hex(3)}"
-
-
-def parse_image_ref(ref: str) -> tuple[str, str]:
-    """'name[:tag]' -> (name, tag); digests come with the registry issue."""
-    if not isinstance(ref, str) or not ref or len(ref) > 255:
-        raise BadInput(f"bad image reference {ref!r}: expected NAME[:TAG], e.g. busybox or deb:12")
-    name, tag = ref, "latest"
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    if colon > slash:
-        name, tag = ref[:colon], ref[colon + 1:]
-    if not _REPO.fullmatch(name):
-        raise BadInput(f"bad image name {name!r}: use lowercase letters, digits and '.', '_', '-' "
-                       "between them, '/' between parts (e.g. busybox, team/app)")
-    if not _TAG.fullmatch(tag):
-        raise BadInput(f"bad image tag {tag!r}: use up to 128 letters, digits, '_', '.', '-'")
-    return name, tag
 
 
 class Names:

@@ -6,7 +6,7 @@ import re
 
 from steps import BadInput
 from steps.cgroup import parse_cpus, parse_memory, parse_pids
-from steps.names import parse_image_ref
+from steps.image.reference import canonical
 from steps.state import now_iso
 from steps.volumes import check_volumes, parse_volume, resolve_in_root
 
@@ -14,7 +14,8 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 # The keys that make two runs "the same container"; the rest is bookkeeping.
 SPEC_KEYS = ("name", "image", "command", "env", "workdir", "hostname", "volumes",
-             "memory", "cpus", "pids_limit", "network", "publish")
+             "memory", "cpus", "pids_limit", "network", "publish", "user", "entrypoint")
+_USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$")
 _PUBLISH = re.compile(r"(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]+):(?P<cont>[0-9]+)(?:/(?P<proto>[a-z]+))?")
 
 
@@ -32,9 +33,10 @@ def parse_env(items: list[str]) -> list[str]:
     return out
 
 
-def parse_workdir(path: str | None) -> str:
+def parse_workdir(path: str | None) -> str | None:
+    """--workdir; None leaves it to the image's WorkingDir, else /."""
     if not path:
-        return "/"
+        return None
     if not os.path.isabs(path) or "\0" in path:
         raise BadInput(f"bad workdir {path!r}: must be an absolute path inside the container, e.g. /srv")
     return os.path.normpath(path)
@@ -96,15 +98,35 @@ def parse_command(argv: list[str]) -> list[str] | None:
     return list(argv)
 
 
+def parse_user(user: str | None) -> str | None:
+    """--user NAME|UID[:GROUP|GID]; names are looked up in the image at launch."""
+    if user in (None, ""):
+        return None
+    name, _, group = user.partition(":")
+    if not _USER.fullmatch(name) or (group and not _USER.fullmatch(group)) or user.count(":") > 1:
+        raise BadInput(f"bad user {user!r}: expected NAME|UID[:GROUP|GID], e.g. nobody or 1000:1000")
+    return user
+
+
+def parse_entrypoint(entrypoint: str | None) -> list[str] | None:
+    """--entrypoint PATH replaces the image's Entrypoint ('' clears it), as Docker's does."""
+    if entrypoint is None:
+        return None
+    if "\0" in entrypoint:
+        raise BadInput("bad entrypoint: NUL bytes are not allowed")
+    return [entrypoint] if entrypoint else []
+
+
 def build(name: str, image: str, command: list[str], env: list[str], workdir: str | None,
           hostname: str | None, volumes: list[str], memory: str | None, cpus, pids_limit,
-          rm: bool, network: str | None = None, publish: list[str] | None = None) -> dict:
-    img_name, tag = parse_image_ref(image)
+          rm: bool, network: str | None = None, publish: list[str] | None = None,
+          user: str | None = None, entrypoint: str | None = None) -> dict:
     vols = [parse_volume(v) for v in volumes or []]
     check_volumes(vols)
     ports = parse_publish(publish or [])
     return {"network": parse_network(network, ports), "publish": ports, "name": name,
-            "image": f"{img_name}:{tag}", "command": parse_command(command),
+            "image": canonical(image), "command": parse_command(command),
+            "user": parse_user(user), "entrypoint": parse_entrypoint(entrypoint),
             "env": parse_env(env), "workdir": parse_workdir(workdir), "hostname": parse_hostname(hostname),
             "volumes": vols, "memory": parse_memory(memory), "cpus": parse_cpus(cpus),
             "pids_limit": parse_pids(pids_limit), "rm": bool(rm), "created": now_iso(), "last": {}}

@@ -11,7 +11,8 @@ from steps import spec as specs
 from steps.cgroup import desired_files, parse_cpus, parse_memory, parse_pids
 from steps.cli import command_words
 from steps.image.busybox import is_static_elf
-from steps.image.extract import member_parts
+from steps.image.extract import contained
+from steps.image.reference import parse_reference
 from steps.image.store import check_digest
 from steps.monitor import decode_status
 from steps.pipeline import expand
@@ -64,18 +65,35 @@ def test_bad_container_names(bad):
         names.check_container_name(bad)
 
 
-@pytest.mark.parametrize("ref,expect", [
-    ("busybox", ("busybox", "latest")), ("deb:12", ("deb", "12")), ("team/app:1.2", ("team/app", "1.2")),
-    ("localhost:5000/a/b", ("localhost:5000/a/b", "latest")), ("reg.io:443/x:v1", ("reg.io:443/x", "v1")),
+@pytest.mark.parametrize("ref,full,key", [
+    ("busybox", "docker.io/library/busybox:latest", "busybox:latest"),
+    ("ubuntu:24.04", "docker.io/library/ubuntu:24.04", "ubuntu:24.04"),
+    ("deb:12", "docker.io/library/deb:12", "deb:12"),
+    ("team/app:1.2", "docker.io/team/app:1.2", "team/app:1.2"),
+    ("docker.io/library/ubuntu", "docker.io/library/ubuntu:latest", "ubuntu:latest"),
+    ("index.docker.io/team/app", "docker.io/team/app:latest", "team/app:latest"),
+    ("localhost:5000/a/b", "localhost:5000/a/b:latest", "localhost:5000/a/b:latest"),
+    ("localhost/a", "localhost/a:latest", "localhost/a:latest"),
+    ("reg.io:443/x:v1", "reg.io:443/x:v1", "reg.io:443/x:v1"),
+    ("ghcr.io/o/r@sha256:" + "a" * 64, "ghcr.io/o/r@sha256:" + "a" * 64, "ghcr.io/o/r@sha256:" + "a" * 64),
 ])
-def test_image_refs(ref, expect):
-    assert names.parse_image_ref(ref) == expect
+def test_image_refs(ref, full, key):
+    parsed = parse_reference(ref)
+    assert (parsed.full, parsed.key) == (full, key)
+    assert parse_reference(parsed.key) == parsed  # the store's key names the same image
 
 
-@pytest.mark.parametrize("bad", ["UP", "a//b", "x:", ":x", "a b", "a:b:c", "-a", "a" * 300])
+def test_docker_hub_api_host():
+    assert parse_reference("ubuntu").api_host == "registry-1.docker.io"
+    assert parse_reference("ubuntu").repository == "library/ubuntu"
+    assert parse_reference("localhost:5000/x").api_host == "localhost:5000"
+
+
+@pytest.mark.parametrize("bad", ["UP", "a//b", "x:", ":x", "a b", "a:b:c", "-a", "a" * 300, "x@sha256:abc",
+                                 "x@md5:" + "a" * 32, "deb:12\n", " x", "a/../b", "reg.io:99999x/a"])
 def test_bad_image_refs(bad):
     with pytest.raises(BadInput):
-        names.parse_image_ref(bad)
+        parse_reference(bad)
 
 
 def test_parse_volume(tmp_path):
@@ -164,10 +182,10 @@ def test_config_file_and_env(tmp_path):
 
 
 def test_member_parts_and_digests():
-    assert member_parts("./a//b/") == ["a", "b"]
-    assert member_parts("/abs/x") == ["abs", "x"]  # contained, as GNU tar does
+    assert contained(b"./a//b/") == [b"a", b"b"]
+    assert contained(b"/abs/x") == [b"abs", b"x"]  # contained, as GNU tar does
     with pytest.raises(BadInput):
-        member_parts("a/../../b")
+        contained(b"a/../../b")
     assert check_digest("sha256:" + "a" * 64)
     for bad in ("sha256:" + "A" * 64, "sha256:../../x", "md5:" + "a" * 32, "sha256:" + "a" * 63):
         with pytest.raises(BadInput):

@@ -1,21 +1,20 @@
-"""The image stage: the container's image is present in the local store."""
+"""The image stage: the container's image is present in the local store.
+
+check asks the store; apply builds the built-in busybox or pulls the image
+from its registry (an image stays when its container goes: undo does nothing).
+"""
 from __future__ import annotations
 
 import os
 
-from steps import Change, Step, StepFailed, absent, applied
+from steps import Change, Step, absent, applied
 from steps.image.busybox import BUILTIN
+from steps.image.reference import canonical
 from steps.image.store import Store
-from steps.names import parse_image_ref
-
-
-def canonical(ref: str) -> str:
-    name, tag = parse_image_ref(ref)
-    return f"{name}:{tag}"
 
 
 def is_builtin(ref: str) -> bool:
-    return ref == BUILTIN
+    return canonical(ref) == BUILTIN
 
 
 def ensure_builtin(store: Store) -> dict:
@@ -27,9 +26,22 @@ def ensure_builtin(store: Store) -> dict:
     record = store.resolve(BUILTIN)
     if record is None:
         tar = build_tar(store.instance.busybox)
-        record = store.import_tarball(io.BufferedReader(tar), BUILTIN,
-                                      {"Cmd": ["/bin/sh"]}, f"built from {store.instance.busybox}")
+        record = store.import_tarball(io.BufferedReader(tar), BUILTIN, {"Cmd": ["/bin/sh"]},
+                                      f"built from {store.instance.busybox}")
     return record
+
+
+def ensure_image(store: Store, ref: str, credentials=None) -> dict:
+    """The record of ref: from the store, built (busybox) or pulled."""
+    from steps.image.reference import parse_reference
+    from steps.image.registry import pull
+
+    record = store.resolve(ref)
+    if record is not None:
+        return record
+    if is_builtin(ref):
+        return ensure_builtin(store)
+    return pull(store, parse_reference(ref), credentials)
 
 
 class ImageStep(Step):
@@ -45,16 +57,12 @@ class ImageStep(Step):
         record = store.resolve(self.ref)
         if record is not None:
             return applied(f"{self.ref} is {record['id'][:19]}")
-        how = f"build from {self.ctx.instance.busybox}" if self.ref == BUILTIN else "not in the store"
-        return absent([Change(f"image {self.ref}", "missing", how)])
+        if is_builtin(self.ref):
+            return absent([Change(f"image {self.ref}", "missing", f"build from {self.ctx.instance.busybox}")])
+        return absent([Change(f"image {self.ref}", "missing", "pull from its registry")])
 
     def apply(self):
-        store = Store(self.ctx.instance)
-        if self.ref == BUILTIN:
-            ensure_builtin(store)
-            return
-        raise StepFailed(f"image {self.ref} is not in the local store; "
-                         f"import it first: invoke image.import FILE --name {self.ref}")
+        ensure_image(Store(self.ctx.instance), self.ref)
 
     def undo(self):
         """Images outlive containers: nothing to undo."""
@@ -62,11 +70,10 @@ class ImageStep(Step):
 
 def command_in_image(instance, ref: str, argv0: str, env: list[str]) -> bool:
     """Whether the image has argv0, asked before anything is made (the built-in busybox
-    need not be built yet: its applet list answers)."""
+    need not be built yet: its applet list answers; an image to pull is not judged)."""
     from steps.image.busybox import paths
     from steps.spec import command_candidates, command_exists
 
-    ref = canonical(ref)
     store = Store(instance)
     record = store.resolve(ref)
     if record is not None:
@@ -79,15 +86,3 @@ def command_in_image(instance, ref: str, argv0: str, env: list[str]) -> bool:
         return True
     candidates = command_candidates(argv0, env)
     return not candidates or any(os.path.normpath(c) in present for c in candidates)
-
-
-def import_rootfs(path: str, ref: str) -> str:
-    """`image.import FILE --name NAME[:TAG]`; returns the image id."""
-    from steps import config
-    from steps.image.store import open_tarball
-
-    ref = canonical(ref)
-    store = Store(config.load())
-    with open_tarball(path) as f:
-        record = store.import_tarball(f, ref, {}, f"imported from {path}")
-    return f"{ref} {record['id']}"

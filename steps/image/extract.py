@@ -1,234 +1,357 @@
-"""Safe, member-by-member extraction of a layer tarball into a fresh directory.
+"""Safe extraction of a layer tarball into a fresh directory, at C speed.
 
 Python's tarfile is not safe as-is for image layers: its default follows
 symlinks while writing, and its "data" filter breaks real images (setuid
-bits, absolute symlinks, devices). Here:
+bits, absolute symlinks, devices). libarchive's disk writer (through
+libarchive-c) is, with its secure flags, and it is 3-5x faster. Here:
   - a member path with '..' is refused; a leading '/' is stripped (GNU tar's way);
-  - every parent directory must be a real directory inside the layer (never a
-    symlink), so no write leaves it; files are opened with O_NOFOLLOW|O_EXCL;
-  - symlinks may point anywhere but are never followed while extracting;
-  - hardlinks must name a file already extracted into the same layer;
-  - devices, setuid bits, owners and file capabilities are kept;
-    overlayfs's own xattrs (trusted.overlay.*) are dropped.
-The digest of the uncompressed stream (the layer's diff id) is computed on the way.
+  - nothing is written through a symlink: a member below a symlink (or a file)
+    of the layer is refused, a member over a symlink replaces it;
+  - symlinks may point anywhere: they are stored, never followed;
+  - hardlinks must name a file of the same layer, reached through real directories;
+  - devices, setuid bits, owners and xattrs (file capabilities) are kept;
+    overlayfs's own xattrs (trusted.overlay.*) are dropped;
+  - whiteouts (.wh.NAME, .wh..wh..opq) become overlayfs's own form once the
+    whole layer is out, so their order inside the layer does not matter;
+  - the uncompressed stream is hashed (the layer's diff id) and counted in a
+    feeder thread: a layer inflating past the limit is stopped.
+libarchive writes relative to the working directory, so extraction runs with
+the cwd in the layer directory and restores it after (callers are single-threaded
+while extracting; the feeder thread touches no paths).
 """
 from __future__ import annotations
 
 import bz2
+import ctypes
+import errno
+import fcntl
 import gzip
 import hashlib
 import lzma
 import os
-import shutil
 import stat
-import tarfile
-import zlib
+import threading
+from typing import BinaryIO
 
 from steps import BadInput
 
 CHUNK = 1 << 20
+PIPE_SIZE = 1 << 20
+OPAQUE = ("trusted.overlay.opaque", b"y")
 
 
-class HashingReader:
-    """A read-only file object that hashes and counts what passes through it."""
-
-    def __init__(self, raw, limit: int | None):
-        self.raw, self.limit = raw, limit
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.sha.update(data)
-        self.size += len(data)
-        if self.limit is not None and self.size > self.limit:
-            raise BadInput(f"layer is larger than the limit of {self.limit} bytes uncompressed; "
-                           "raise max_layer_bytes in the config if this image is genuine")
-        return data
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
+class Inflated(BadInput):
+    pass
 
 
-def decompressed(f):
-    """Wrap f in the decompressor its magic bytes ask for (gzip, bzip2, xz, none)."""
+def decompressed(f: BinaryIO) -> BinaryIO:
+    """Wrap f in the decompressor its magic bytes ask for (gzip, zstd, bzip2, xz, none)."""
     head = f.peek(6)[:6] if hasattr(f, "peek") else b""
     if head.startswith(b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=f, mode="rb")
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
     if head.startswith(b"BZh"):
         return bz2.BZ2File(f, mode="rb")
     if head.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(f, mode="rb")
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        raise BadInput("zstd-compressed tarballs are not supported yet: decompress it first (zstd -d)")
     return f
 
 
-def member_parts(name: str) -> list[str]:
-    """The path components of a member name, contained in the layer root."""
+class Feeder(threading.Thread):
+    """Decompresses, hashes and counts the stream, and writes it into a pipe for libarchive."""
+
+    def __init__(self, source: BinaryIO, fd: int, limit: int | None):
+        super().__init__(daemon=True)
+        self.source, self.fd, self.limit = source, fd, limit
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.pump()
+        except BrokenPipeError:
+            pass  # the reader stopped first: its error is the one to report
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+        finally:
+            os.close(self.fd)
+
+    def pump(self) -> None:
+        stream = decompressed(self.source)
+        while data := stream.read(CHUNK):
+            self.size += len(data)
+            if self.limit is not None and self.size > self.limit:
+                raise Inflated(f"layer inflates past the limit of {self.limit} bytes; "
+                               "raise max_layer_bytes in the config if this image is genuine")
+            self.sha.update(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+
+def contained(name: bytes) -> list[bytes]:
+    """The path components of a member name inside the layer: '..' is refused, '/' stripped."""
     parts = []
-    for part in name.split("/"):
-        if part in ("", "."):
+    for part in name.split(b"/"):
+        if part in (b"", b"."):
             continue
-        if part == "..":
-            raise BadInput(f"refusing tar member {name!r}: '..' would leave the image root")
+        if part == b"..":
+            raise BadInput(f"refusing tar member {shown(name)}: '..' would leave the image root")
         parts.append(part)
     return parts
 
 
-class Extractor:
+def shown(name: bytes) -> str:
+    return repr(name.decode("utf-8", "replace"))
+
+
+class Libarchive:
+    """The few libarchive calls libarchive-c leaves out, bound once."""
+
+    def __init__(self):
+        from libarchive import ffi
+
+        self.ffi = ffi
+        e = ffi.c_archive_entry_p
+        self.copy_hardlink = ffi.ffi("entry_copy_hardlink", [e, ctypes.c_char_p], None)
+        self.xattr_reset = ffi.ffi("entry_xattr_reset", [e], ctypes.c_int)
+        self.xattr_clear = ffi.ffi("entry_xattr_clear", [e], None)
+        self.xattr_next = ffi.ffi("entry_xattr_next", [e, ctypes.POINTER(ctypes.c_char_p),
+                                                       ctypes.POINTER(ctypes.c_void_p),
+                                                       ctypes.POINTER(ctypes.c_size_t)], ctypes.c_int)
+        self.xattr_add = ffi.ffi("entry_xattr_add_entry", [e, ctypes.c_char_p, ctypes.c_void_p,
+                                                           ctypes.c_size_t], None)
+        self.hardlink = ffi.ffi("entry_hardlink", [e], ctypes.c_char_p)
+        ffi.ffi("entry_filetype", [e], ctypes.c_int)
+        self.pathname = ffi.ffi("entry_pathname", [e], ctypes.c_char_p)
+
+    def drop_overlay_xattrs(self, entry) -> None:
+        """Keep every xattr but overlayfs's own, which would change how the layer is read."""
+        if not self.xattr_reset(entry):
+            return
+        keep, dropped = [], False
+        name, value, size = ctypes.c_char_p(), ctypes.c_void_p(), ctypes.c_size_t()
+        while self.xattr_next(entry, ctypes.byref(name), ctypes.byref(value), ctypes.byref(size)) == 0:
+            if name.value.startswith(b"trusted.overlay."):
+                dropped = True
+            else:
+                keep.append((name.value, ctypes.string_at(value, size.value)))
+        if dropped:
+            self.xattr_clear(entry)
+            for key, data in keep:
+                self.xattr_add(entry, key, data, len(data))
+
+
+_LIB: Libarchive | None = None
+
+
+def lib() -> Libarchive:
+    global _LIB
+    if _LIB is None:
+        _LIB = Libarchive()
+    return _LIB
+
+
+def write_flags() -> int:
+    from libarchive import extract as x
+
+    return (x.EXTRACT_OWNER | x.EXTRACT_PERM | x.EXTRACT_TIME | x.EXTRACT_XATTR
+            | x.EXTRACT_SECURE_NODOTDOT | x.EXTRACT_SECURE_NOABSOLUTEPATHS)
+
+
+class LayerWriter:
+    """Writes the members of one layer into the current directory (the layer).
+
+    The layer directory starts empty and only this writer fills it, so the kind
+    of every path it made (directory, symlink, other) is known here: a member
+    below a symlink or a file is refused without asking the filesystem."""
+
     def __init__(self, dest: str):
         self.dest = dest
-        self.dirs: list[tuple[str, tarfile.TarInfo]] = []
+        self.kinds: dict[bytes, int] = {}
+        self.whiteouts: list[list[bytes]] = []
+        self.opaque: list[list[bytes]] = []
+        self.buffers = (ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_longlong())
 
-    def path(self, parts: list[str]) -> str:
-        return os.path.join(self.dest, *parts)
-
-    def ensure_parents(self, parts: list[str], name: str) -> None:
-        """Every parent must be a real directory in the layer; missing ones are made."""
-        current = self.dest
-        for part in parts[:-1]:
-            current = os.path.join(current, part)
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                os.mkdir(current, 0o755)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                raise BadInput(f"refusing tar member {name!r}: its parent {part!r} is a symlink "
-                               "and writing through it could leave the image root")
-            if not stat.S_ISDIR(st.st_mode):
-                raise BadInput(f"refusing tar member {name!r}: its parent {part!r} is not a directory")
-
-    def real_dir(self, target: str) -> bool:
-        """target and all its parents below dest are directories, none a symlink."""
-        rel = os.path.relpath(target, self.dest).split("/")
-        current = self.dest
-        for part in rel:
-            current = os.path.join(current, part)
-            try:
-                if not stat.S_ISDIR(os.lstat(current).st_mode):
-                    return False
-            except FileNotFoundError:
-                return False
-        return True
-
-    def clear(self, target: str, keep_dir: bool) -> None:
-        try:
-            st = os.lstat(target)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            if not keep_dir:
-                shutil.rmtree(target)
-                self.dirs = [d for d in self.dirs if d[0] != target and not d[0].startswith(target + "/")]
-        else:
-            os.unlink(target)
-
-    def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
-        parts = member_parts(m.name)
+    def member(self, read_p, entry) -> None:
+        lb = lib()
+        raw = lb.pathname(entry)
+        if raw is None:
+            raise BadInput("refusing a tar member without a name")
+        parts = contained(raw)
         if not parts:
             return  # the root itself: the layer directory keeps its own mode
-        self.ensure_parents(parts, m.name)
-        target = self.path(parts)
-        self.clear(target, keep_dir=m.isdir())
-        self.create(tf, m, target)
-        if m.isdir():
-            self.dirs.append((target, m))
-        else:
-            self.metadata(target, m)
-
-    def create(self, tf: tarfile.TarFile, m: tarfile.TarInfo, target: str) -> None:
-        if m.isreg():
-            self.write_file(tf, m, target)
-        elif m.isdir():
-            if not os.path.isdir(target):
-                os.mkdir(target, 0o700)
-        elif m.issym():
-            os.symlink(m.linkname, target)
-        elif m.islnk():
-            self.hardlink(m, target)
-        elif m.ischr() or m.isblk():
-            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            os.mknod(target, kind | 0o600, os.makedev(m.devmajor, m.devminor))
-        elif m.isfifo():
-            os.mkfifo(target, 0o600)
-        else:
-            raise BadInput(f"refusing tar member {m.name!r}: unsupported type {m.type!r}")
-
-    def write_file(self, tf: tarfile.TarFile, m: tarfile.TarInfo, target: str) -> None:
-        src = tf.extractfile(m)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, CHUNK)
-
-    def hardlink(self, m: tarfile.TarInfo, target: str) -> None:
-        parts = member_parts(m.linkname)
-        if not parts:
-            raise BadInput(f"refusing tar member {m.name!r}: hardlink to the image root")
-        self.ensure_parents(parts, m.linkname)
-        source = self.path(parts)
+        if parts[-1].startswith(b".wh."):
+            self.whiteout(raw, parts)
+            return
+        self.check_parents(raw, parts, "its parent")
+        path = b"/".join(parts)
+        if self.kinds.get(path, stat.S_IFDIR) != stat.S_IFDIR:
+            os.unlink(path)  # never let libarchive decide to follow what is there
+        lb.ffi.entry_copy_pathname(entry, path)
+        target = lb.hardlink(entry)
+        if target is not None:
+            lb.copy_hardlink(entry, b"/".join(self.hardlink_parts(raw, target)))
+        lb.drop_overlay_xattrs(entry)
         try:
-            st = os.lstat(source)
-        except FileNotFoundError:
-            raise BadInput(f"refusing tar member {m.name!r}: hardlink target {m.linkname!r} "
-                           "is not in this layer") from None
-        if stat.S_ISDIR(st.st_mode):
-            raise BadInput(f"refusing tar member {m.name!r}: hardlink to a directory")
-        os.link(source, target, follow_symlinks=False)
+            lb.ffi.write_header(self.write_p, entry)
+        except lb.ffi.ArchiveError as e:
+            raise BadInput(f"refusing tar member {shown(raw)}: {e.msg}") from None
+        self.kinds[path] = lb.ffi.entry_filetype(entry) if target is None else stat.S_IFREG
+        self.copy_data(read_p)
 
-    def metadata(self, target: str, m: tarfile.TarInfo) -> None:
-        if m.islnk():
-            return  # shares the inode (and metadata) of its target
-        os.lchown(target, m.uid, m.gid)
-        if not m.issym():
-            os.chmod(target, m.mode & 0o7777)  # after chown, which clears setuid
-        self.xattrs(target, m)
-        os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
+    def check_parents(self, raw: bytes, parts: list[bytes], what: str) -> None:
+        for i in range(1, len(parts)):
+            kind = self.kinds.get(b"/".join(parts[:i]), stat.S_IFDIR)
+            if kind == stat.S_IFLNK:
+                raise BadInput(f"refusing tar member {shown(raw)}: {what} {shown(parts[i - 1])} is a "
+                               "symlink and writing through it could leave the image root")
+            if kind != stat.S_IFDIR:
+                raise BadInput(f"refusing tar member {shown(raw)}: {what} {shown(parts[i - 1])} "
+                               "is not a directory")
 
-    def xattrs(self, target: str, m: tarfile.TarInfo) -> None:
-        for key, value in m.pax_headers.items():
-            if not key.startswith("SCHILY.xattr."):
-                continue
-            attr = key[len("SCHILY.xattr."):]
-            if attr.startswith("trusted.overlay."):
-                continue  # would change how overlayfs reads the layer
-            raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    def copy_data(self, read_p) -> None:
+        ffi = lib().ffi
+        buff, size, offset = self.buffers
+        args = (read_p, ctypes.byref(buff), ctypes.byref(size), ctypes.byref(offset))
+        while ffi.read_data_block(*args) != ffi.ARCHIVE_EOF:
+            ffi.write_data_block(self.write_p, buff, size, offset)
+        ffi.write_finish_entry(self.write_p)
+
+    def hardlink_parts(self, raw: bytes, target: bytes) -> list[bytes]:
+        """A hardlink must name a file this layer already has, through real directories."""
+        parts = contained(target)
+        if not parts:
+            raise BadInput(f"refusing tar member {shown(raw)}: hardlink to the image root")
+        self.check_parents(raw, parts, "hardlink target's parent")
+        kind = self.kinds.get(b"/".join(parts))
+        if kind is None:
+            raise BadInput(f"refusing tar member {shown(raw)}: hardlink target {shown(target)} "
+                           "is not in this layer")
+        if kind == stat.S_IFDIR:
+            raise BadInput(f"refusing tar member {shown(raw)}: hardlink to a directory")
+        return parts
+
+    def whiteout(self, raw: bytes, parts: list[bytes]) -> None:
+        name = parts[-1][4:]
+        if name == b".wh..opq":
+            self.opaque.append(parts[:-1])
+        elif name.startswith(b".wh."):
+            return  # aufs metadata (.wh..wh.plnk and such): Docker ignores it too
+        elif name in (b"", b".", b".."):
+            raise BadInput(f"refusing tar member {shown(raw)}: a whiteout must name a file "
+                           "(.wh.NAME) or be .wh..wh..opq")
+        else:
+            self.whiteouts.append(parts[:-1] + [name])
+
+    def finish_whiteouts(self) -> None:
+        """In overlayfs's own form: a 0/0 character device, the opaque xattr on a directory.
+        A path this layer itself has keeps its content: it hides the lower one anyway."""
+        for parts in self.whiteouts:
+            with ParentDir(parts) as fd:
+                try:
+                    os.mknod(os.fsdecode(parts[-1]), stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
+                except FileExistsError:
+                    pass
+        for parts in self.opaque:
+            with ParentDir(parts + [b"."]) as fd:
+                os.setxattr(f"/proc/self/fd/{fd}", OPAQUE[0], OPAQUE[1])
+
+
+class ParentDir:
+    """An fd on the parent of parts, walked with O_NOFOLLOW from the cwd (the layer);
+    missing directories are made 0755, a symlink or file on the way is refused."""
+
+    def __init__(self, parts: list[bytes]):
+        self.parts = parts
+        self.fd = -1
+
+    def __enter__(self) -> int:
+        self.fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for part in self.parts[:-1]:
+            name = os.fsdecode(part)
             try:
-                os.setxattr(target, attr, raw, follow_symlinks=False)
-            except OSError:
-                pass  # an xattr the filesystem does not support is not worth failing for
-
-    def finish(self) -> None:
-        """Directory modes and times last, deepest first, so writes into them worked.
-        A later member may have replaced a directory (or a parent) with a symlink:
-        such entries are skipped, and the rest are changed through an O_NOFOLLOW fd."""
-        for target, m in sorted(self.dirs, key=lambda d: d[0].count("/"), reverse=True):
-            if not self.real_dir(target):
-                continue
-            fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                os.mkdir(name, 0o755, dir_fd=self.fd)
+            except FileExistsError:
+                pass
             try:
-                os.fchown(fd, m.uid, m.gid)
-                os.fchmod(fd, m.mode & 0o7777)
-                self.xattrs(f"/proc/self/fd/{fd}", m)
-                os.utime(fd, (m.mtime, m.mtime))
-            finally:
-                os.close(fd)
+                nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise BadInput(f"refusing whiteout {shown(b'/'.join(self.parts))}: "
+                                   f"{shown(part)} is not a directory of this layer") from None
+                raise
+            os.close(self.fd)
+            self.fd = nxt
+        return self.fd
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
 
 
-def extract(fileobj, dest: str, limit: int | None = None) -> tuple[str, int]:
+class InDirectory:
+    """chdir into a directory and back (libarchive writes relative to the cwd)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.saved = -1
+
+    def __enter__(self) -> None:
+        self.saved = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        os.chdir(self.path)
+
+    def __exit__(self, *exc) -> None:
+        os.fchdir(self.saved)
+        os.close(self.saved)
+
+
+def extract(fileobj: BinaryIO, dest: str, limit: int | None = None) -> tuple[str, int]:
     """Extract a (possibly compressed) tar stream into dest; returns (diff id, size)."""
-    reader = HashingReader(decompressed(fileobj), limit)
-    ex = Extractor(dest)
+    from libarchive import ffi
+    from libarchive.read import new_archive_read
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    feeder = Feeder(fileobj, w, limit)
+    feeder.start()
+    writer = LayerWriter(dest)
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tf:
-            for m in tf:
-                ex.member(tf, m)
-        reader.drain()
-    except tarfile.TarError as e:
-        raise BadInput(f"not a valid tar archive: {e}") from None
-    except (EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error) as e:
-        raise BadInput(f"cannot read the archive: {e}") from None
-    ex.finish()
-    return "sha256:" + reader.sha.hexdigest(), reader.size
+        with InDirectory(dest), new_archive_read("tar", "none") as read_p:
+            ffi.read_open_fd(read_p, r, CHUNK)
+            writer.write_p = write_p = ffi.write_disk_new()
+            try:
+                ffi.write_disk_set_options(write_p, write_flags())
+                entry = ctypes.c_void_p()
+                while ffi.read_next_header(read_p, ctypes.byref(entry)) != ffi.ARCHIVE_EOF:
+                    writer.member(read_p, entry)
+                ffi.write_close(write_p)  # directory modes and times, deepest first
+            finally:
+                ffi.write_free(write_p)
+            drain(r)
+            writer.finish_whiteouts()
+    except ffi.ArchiveError as e:
+        failure = e
+    else:
+        failure = None
+    finally:
+        os.close(r)
+        feeder.join()
+    if feeder.error is not None:
+        if isinstance(feeder.error, BadInput):
+            raise feeder.error
+        raise BadInput(f"cannot read the archive: {feeder.error}")
+    if failure is not None:
+        raise BadInput(f"not a valid tar archive: {failure.msg}")
+    if feeder.size == 0:
+        raise BadInput("not a valid tar archive: it is empty")
+    return "sha256:" + feeder.sha.hexdigest(), feeder.size
+
+
+def drain(fd: int) -> None:
+    """Read what follows the end-of-archive marker, so the digest covers the whole stream."""
+    while os.read(fd, CHUNK):
+        pass

@@ -1,32 +1,47 @@
 """The image store: layers by diff id, image records, and the name:tag index.
 
     images/layers/<hex>/        one unpacked layer, named by its diff id; never changes
-    images/images/<hex>.json    an image record: its layers (bottom first) and config
+    images/l/<short>            a short symlink to ../layers/<hex>, for overlay's lowerdir
+    images/images/<hex>.json    an image record (id = config digest): config, layers bottom first
     images/repositories.json    {"name:tag": "sha256:<image id>"}
-    images/tmp/                 extractions in progress (cleaned under the store lock)
+    images/staged/<hex>/        a verified layer of an image not registered yet (resumable)
+    images/blobs/sha256/<hex>   a verified download waiting to be unpacked (resumable)
+    images/tmp/<pid>-<start>-*  work in progress of one process; removed once it is gone
+
+Bringing an image in: every layer is unpacked under tmp/, its diff id checked,
+then renamed into staged/. Once all are there, under the instance lock: the
+record is written, the staged layers renamed into layers/, and last the name is
+written into the index. A kill before the record leaves only staged work (taken
+up by the next attempt, removed by prune); after it, every layer in layers/
+belongs to a record, and a name points only at an image whose layers all exist.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
+from typing import BinaryIO
 
 from steps import BadInput, DiyError, faults
 from steps.config import Instance
+from steps.image.reference import DIGEST, canonical
 from steps.names import images_dir
 from steps.state import Lock, instance_lock, now_iso, read_json, write_json
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+SHORT = 16  # hex digits of a short link name: 4096-byte mount options hold ~200 layers
 
 
 def check_digest(digest: str) -> str:
-    """Digests are validated as strings before they become part of a path."""
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-        raise BadInput(f"bad digest {digest!r}: expected sha256:<64 hex digits>")
+    """Digests are validated as strings before they become part of a path or a URL."""
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+        raise BadInput(f"bad digest {str(digest)[:80]!r}: expected sha256:<64 lowercase hex digits>")
     return digest
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class Store:
@@ -34,8 +49,16 @@ class Store:
         self.instance = instance
         self.root = images_dir(instance)
 
+    # --- paths ---------------------------------------------------------------
+
     def layer_dir(self, diff_id: str) -> str:
         return os.path.join(self.root, "layers", check_digest(diff_id)[7:])
+
+    def staged_dir(self, diff_id: str) -> str:
+        return os.path.join(self.root, "staged", check_digest(diff_id)[7:])
+
+    def blob_path(self, digest: str) -> str:
+        return os.path.join(self.root, "blobs", "sha256", check_digest(digest)[7:])
 
     def record_path(self, image_id: str) -> str:
         return os.path.join(self.root, "images", check_digest(image_id)[7:] + ".json")
@@ -48,103 +71,209 @@ class Store:
         """The instance lock: the store is state every container of the instance shares."""
         return instance_lock(self.instance)
 
+    # --- reading -------------------------------------------------------------
+
     def index(self) -> dict[str, str]:
         return read_json(self.index_path) or {}
 
     def image(self, image_id: str) -> dict | None:
         return read_json(self.record_path(image_id))
 
+    def records(self) -> list[dict]:
+        d = os.path.join(self.root, "images")
+        names = sorted(os.listdir(d)) if os.path.isdir(d) else []
+        return [r for n in names if n.endswith(".json") and (r := read_json(os.path.join(d, n)))]
+
+    def complete(self, record: dict | None) -> bool:
+        return record is not None and all(os.path.isdir(self.layer_dir(d)) for d in record["layers"])
+
     def resolve(self, ref: str) -> dict | None:
-        """The record of name:tag when it and all its layers are present."""
-        image_id = self.index().get(ref)
+        """The record of a reference when it and all its layers are present."""
+        image_id = self.index().get(canonical(ref))
         record = self.image(image_id) if image_id else None
-        if record is None or not all(os.path.isdir(self.layer_dir(d)) for d in record["layers"]):
-            return None
-        return record
+        return record if self.complete(record) else None
+
+    def has_layer(self, diff_id: str) -> bool:
+        return os.path.isdir(self.layer_dir(diff_id)) or os.path.isdir(self.staged_dir(diff_id))
 
     def lower_dirs(self, record: dict) -> list[str]:
-        """Overlay lower dirs, top layer first."""
+        """Overlay lower dirs, top layer first (absolute paths)."""
         return [self.layer_dir(d) for d in reversed(record["layers"])]
 
-    # --- writing (callers hold self.lock()) ---------------------------------
+    def short_lowers(self, record: dict) -> list[str]:
+        """Overlay lower dirs as short links relative to the store root, top first."""
+        return [f"l/{d[7:7 + SHORT]}" for d in reversed(record["layers"])]
+
+    # --- writing -------------------------------------------------------------
 
     def new_tmp(self) -> str:
-        path = os.path.join(self.root, "tmp", uuid.uuid4().hex)
+        """A work directory of this process (cleaned by others once it is gone)."""
+        from steps.facts import process_start
+
+        name = f"{os.getpid()}-{process_start(os.getpid())}-{uuid.uuid4().hex[:8]}"
+        path = os.path.join(self.root, "tmp", name)
         os.makedirs(path, mode=0o700)
         os.chmod(path, 0o755)
         return path
 
     def clean_tmp(self) -> None:
-        """Remove extractions a killed import left behind; safe only under the lock."""
-        shutil.rmtree(os.path.join(self.root, "tmp"), ignore_errors=True)
+        """Remove work directories whose process is gone (a kill leaves them)."""
+        from steps.facts import process_alive
 
-    def commit_layer(self, tmp: str, diff_id: str) -> str:
-        """Rename a finished extraction to its diff id; an existing copy wins."""
-        final = self.layer_dir(diff_id)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        if os.path.isdir(final):
-            shutil.rmtree(tmp)
-        else:
-            os.rename(tmp, final)
-        return final
+        tmp = os.path.join(self.root, "tmp")
+        for name in os.listdir(tmp) if os.path.isdir(tmp) else []:
+            pid, _, rest = name.partition("-")
+            start = rest.partition("-")[0]
+            if pid.isdigit() and start.isdigit() and process_alive(int(pid), int(start)):
+                continue
+            remove_tree(os.path.join(tmp, name))
 
-    def register(self, ref: str, layers: list[str], config: dict, source: str) -> dict:
-        body = {"layers": layers, "config": config}
-        image_id = "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        record = {"id": image_id, **body, "created": now_iso(), "source": source}
-        if self.image(image_id) is None:
-            write_json(self.record_path(image_id), record)
-        index = self.index()
-        index[ref] = image_id
-        write_json(self.index_path, index)
-        return record
-
-    def import_tarball(self, fileobj, ref: str, config: dict, source: str) -> dict:
+    def stage_layer(self, fileobj: BinaryIO, expect: str | None, what: str) -> tuple[str, int]:
+        """Unpack one layer and check its diff id; returns (diff id, size)."""
         from steps.image.extract import extract
 
-        with self.lock():
-            self.clean_tmp()
-            fresh = missing_dirs(os.path.join(self.root, "tmp"))
-            tmp = self.new_tmp()
-            try:
-                diff_id, _ = extract(fileobj, tmp)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                remove_empty(reversed(fresh))  # a refused import leaves no trace
-                raise
-            faults.point("image.apply.mid")
-            self.commit_layer(tmp, diff_id)
-            return self.register(ref, [diff_id], config, source)
-
-
-def missing_dirs(path: str) -> list[str]:
-    """path and those of its ancestors that do not exist yet, outermost first."""
-    missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    return missing[::-1]
-
-
-def remove_empty(dirs) -> None:
-    for d in dirs:
+        if expect and self.has_layer(expect):
+            return expect, 0
+        tmp = self.new_tmp()
         try:
-            os.rmdir(d)
-        except OSError:
-            pass
+            diff_id, size = extract(fileobj, tmp, self.instance.max_layer_bytes)
+            if expect and diff_id != expect:
+                raise BadInput(f"{what}: the unpacked layer has digest {diff_id}, the image config "
+                               f"says {expect}: the image is corrupt or was tampered with")
+            faults.point("image.stage.mid")
+            target = self.staged_dir(diff_id)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if self.has_layer(diff_id):
+                remove_tree(tmp)
+            else:
+                os.rename(tmp, target)
+            return diff_id, size
+        except BaseException:
+            remove_tree(tmp)
+            raise
+
+    def commit(self, keys: list[str], config_bytes: bytes, layers: list[str], source: str,
+               extra: dict | None = None) -> dict:
+        """Register an image whose layers are all staged or present (see the module doc)."""
+        config = json.loads(config_bytes)
+        image_id = sha256_digest(config_bytes)
+        with self.lock():
+            missing = [d for d in layers if not self.has_layer(d)]
+            if missing:
+                raise DiyError(f"cannot register {', '.join(keys) or image_id}: layer {missing[0]} "
+                               "went missing (pruned meanwhile?); try again")
+            record = self.image(image_id) or {
+                "id": image_id, "layers": layers, "config": config, "source": source,
+                "created": config.get("created") or now_iso(), **(extra or {})}
+            write_json(self.record_path(image_id), record)
+            faults.point("image.commit.mid")
+            for diff_id in layers:
+                self.publish_layer(diff_id)
+            self.link_short(layers)
+            index = self.index()
+            index.update({k: image_id for k in keys})
+            write_json(self.index_path, index)
+        return record
+
+    def publish_layer(self, diff_id: str) -> None:
+        final, staged = self.layer_dir(diff_id), self.staged_dir(diff_id)
+        if os.path.isdir(final):
+            return
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.rename(staged, final)
+
+    def link_short(self, layers: list[str]) -> None:
+        d = os.path.join(self.root, "l")
+        os.makedirs(d, exist_ok=True)
+        for diff_id in layers:
+            link = os.path.join(d, diff_id[7:7 + SHORT])
+            want = os.path.join("..", "layers", diff_id[7:])
+            try:
+                if os.readlink(link) == want:
+                    continue
+                os.unlink(link)
+            except FileNotFoundError:
+                pass
+            os.symlink(want, link)
+
+    def import_tarball(self, fileobj: BinaryIO, ref: str, runtime: dict, source: str) -> dict:
+        """A flat rootfs tarball as a one-layer image with a synthesized config."""
+        diff_id, size = self.stage_layer(fileobj, None, source)
+        config = synthesized_config(diff_id, runtime)
+        return self.commit([canonical(ref)], config, [diff_id], source, {"size": size})
+
+    # --- removing (callers hold self.lock()) ---------------------------------
+
+    def untag(self, key: str) -> str | None:
+        index = self.index()
+        image_id = index.pop(key, None)
+        write_json(self.index_path, index)
+        return image_id
+
+    def remove_unused(self, keep_ids: set[str], work: bool = False) -> tuple[list[str], list[str]]:
+        """Records no name and no container uses, then layers no record uses; with work,
+        also staged layers and blobs (unfinished pulls: prune, not rmi)."""
+        named = set(self.index().values()) | keep_ids
+        removed_images = []
+        for record in self.records():
+            if record["id"] not in named:
+                os.unlink(self.record_path(record["id"]))
+                removed_images.append(record["id"])
+        used = {d for r in self.records() for d in r["layers"]}
+        removed_layers = []
+        for sub in ("layers", "staged") if work else ("layers",):
+            base = os.path.join(self.root, sub)
+            for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+                if sub == "staged" or f"sha256:{name}" not in used:
+                    remove_tree(os.path.join(base, name))
+                    if sub == "layers":
+                        removed_layers.append(f"sha256:{name}")
+        self.remove_dangling_links()
+        if work:
+            remove_tree(os.path.join(self.root, "blobs"))
+        return removed_images, removed_layers
+
+    def remove_dangling_links(self) -> None:
+        d = os.path.join(self.root, "l")
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            path = os.path.join(d, name)
+            if not os.path.exists(path):
+                os.unlink(path)
 
 
-def open_tarball(path: str):
-    """Open a user's tarball for reading, with a clear line when it is not one."""
+def synthesized_config(diff_id: str, runtime: dict) -> bytes:
+    """An OCI image config for an image that came without one (a rootfs tarball)."""
+    from steps.image.platform import host_platform
+
+    plat = host_platform()
+    config = {"architecture": plat["architecture"], "os": "linux", "created": now_iso(),
+              "config": runtime, "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    if plat.get("variant"):
+        config["variant"] = plat["variant"]
+    return json.dumps(config, sort_keys=True).encode()
+
+
+def remove_tree(path: str) -> None:
+    """rm -r that never follows a symlink out and does not mind a missing path."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except NotADirectoryError:
+        os.unlink(path)
+
+
+def open_tarball(path: str) -> BinaryIO:
+    """Open a user's file for reading, with a clear line when it cannot be."""
     try:
         st = os.stat(path)
     except OSError as e:
-        raise BadInput(f"cannot import {path}: {e.strerror}") from None
+        raise BadInput(f"cannot read {path}: {e.strerror}") from None
     if not os.path.isfile(path):
-        raise BadInput(f"cannot import {path}: not a regular file (expected a rootfs tarball)")
+        raise BadInput(f"cannot read {path}: not a regular file (expected a tarball)")
     if st.st_size == 0:
-        raise BadInput(f"cannot import {path}: the file is empty")
+        raise BadInput(f"cannot read {path}: the file is empty")
     try:
         return open(path, "rb")
     except OSError as e:
-        raise DiyError(f"cannot import {path}: {e.strerror}") from None
+        raise DiyError(f"cannot read {path}: {e.strerror}") from None

@@ -1,0 +1,361 @@
+"""A client of the OCI distribution API v2: manifests, blobs and the auth dance.
+
+    GET /v2/NAME/manifests/REF  -> an index (choose this host's platform) or a manifest
+    GET /v2/NAME/blobs/DIGEST   -> the config, then every layer (in parallel)
+
+Auth: on a 401, the WWW-Authenticate challenge says Basic (send the credentials)
+or Bearer realm/service/scope (ask the realm for a token, anonymously or with
+the credentials, then retry with it). Redirects are followed by hand: the
+Authorization header never goes to another host (blob storage behind a CDN).
+HTTPS always, except for loopback and the registries listed as insecure.
+Every blob is checked against its digest before it is used.
+
+requests (not urllib) for connection pooling, streaming and proxies; tqdm for
+the per-layer progress bars on a terminal.
+"""
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sys
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from steps import BadInput, DiyError, faults
+from steps.image.manifest import (
+    ACCEPT,
+    MAX_JSON,
+    Incoming,
+    LayerBlob,
+    kind_of,
+    layer_blobs,
+    load_json,
+    parse_config,
+    parse_manifest,
+    verify,
+)
+from steps.image.platform import choose
+from steps.image.reference import Reference
+from steps.image.store import Store, check_digest
+
+CHUNK = 1 << 20
+TIMEOUT = (15, 120)
+_CHALLENGE = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^,\s]*))')
+LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+class Denied(DiyError):
+    pass
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """'Bearer realm="https://auth",service="reg",scope="repository:x:pull"' -> (scheme, params)."""
+    scheme, _, rest = (header or "").strip().partition(" ")
+    return scheme.lower(), {k.lower(): (q if q else u) for k, q, u in _CHALLENGE.findall(rest)}
+
+
+def docker_config_credentials(registry: str) -> tuple[str, str] | None:
+    """Credentials `docker login` stored in $DOCKER_CONFIG/config.json or ~/.docker/config.json."""
+    base = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    try:
+        with open(os.path.join(base, "config.json")) as f:
+            auths = json.load(f).get("auths") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    keys = [registry, f"https://{registry}", f"http://{registry}"]
+    if registry == "docker.io":
+        keys = ["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"]
+    for key in keys:
+        entry = auths.get(key) if isinstance(auths, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("auth"), str):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                continue
+            return user, password
+    return None
+
+
+def plain_http_allowed(host: str, insecure: frozenset[str]) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    return name in LOOPBACK or name.startswith("127.") or host in insecure or name in insecure
+
+
+class Client:
+    def __init__(self, ref: Reference, insecure: frozenset[str], credentials: tuple[str, str] | None = None):
+        import requests
+
+        self.ref = ref
+        self.insecure = insecure
+        self.blob_digests: list[str] = []
+        self.credentials = credentials or docker_config_credentials(ref.registry)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "diy-docker"
+        self.authorization: str | None = None
+        if plain_http_allowed(ref.api_host, insecure):
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self.base = self.endpoint()
+
+    def endpoint(self) -> str:
+        """https://HOST; for a registry allowed plain HTTP, whichever of the two answers."""
+        import requests
+
+        host = self.ref.api_host
+        if not plain_http_allowed(host, self.insecure):
+            return f"https://{host}"
+        try:
+            self.session.get(f"https://{host}/v2/", timeout=(3, 10), verify=False).close()
+            return f"https://{host}"
+        except requests.exceptions.RequestException:
+            return f"http://{host}"
+
+    # --- requests --------------------------------------------------------------
+
+    def verify(self, url: str) -> bool:
+        """TLS certificates are checked except for registries allowed to go without."""
+        return not plain_http_allowed(urlsplit(url).netloc, self.insecure)
+
+    def get(self, path: str, headers: dict | None = None, stream: bool = False):
+        import requests
+
+        url = self.base + path
+        try:
+            for attempt in range(2):
+                response = self.follow(url, dict(headers or {}), stream)
+                if response.status_code != 401 or attempt:
+                    return self.checked(response, path)
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.close()
+                self.authenticate(challenge)
+        except requests.exceptions.RequestException as e:
+            raise DiyError(f"cannot reach registry {self.ref.registry}: {e}") from None
+        raise AssertionError("unreachable")
+
+    def follow(self, url: str, headers: dict, stream: bool):
+        """GET with redirects followed here, so Authorization never leaves its host."""
+        if self.authorization:
+            headers["Authorization"] = self.authorization
+        for _ in range(10):
+            response = self.session.get(url, headers=headers, stream=stream, allow_redirects=False,
+                                        timeout=TIMEOUT, verify=self.verify(url))
+            if response.status_code not in (301, 302, 303, 307, 308):
+                return response
+            target = urljoin(url, response.headers.get("Location", ""))
+            response.close()
+            if urlsplit(target).scheme not in ("https", "http") or (
+                    urlsplit(url).scheme == "https" and urlsplit(target).scheme == "http"):
+                raise DiyError(f"registry {self.ref.registry} redirected to {target[:100]}: refusing "
+                               "anything but an HTTPS redirect")
+            if urlsplit(target).netloc != urlsplit(url).netloc:
+                headers.pop("Authorization", None)
+            url = target
+        raise DiyError(f"registry {self.ref.registry}: too many redirects")
+
+    def checked(self, response, path: str):
+        code = response.status_code
+        if code in (200, 206):
+            return response
+        body = response.text[:300] if not response.raw.closed else ""
+        response.close()
+        if code == 401 or code == 403:
+            raise Denied(f"registry {self.ref.registry} denied access to {self.ref.repository}"
+                         f"{'' if self.credentials else ' (no credentials given: --username, or docker login)'}"
+                         f": {registry_error(body) or code}")
+        if code == 404:
+            raise DiyError(f"{self.ref.full}: not found in the registry ({registry_error(body) or path})")
+        raise DiyError(f"registry {self.ref.registry} answered {code} for {path}: {registry_error(body)}")
+
+    def authenticate(self, challenge: str) -> None:
+        scheme, params = parse_challenge(challenge)
+        if scheme == "basic":
+            if not self.credentials:
+                raise Denied(f"registry {self.ref.registry} wants a username and password: "
+                             "pass --username and --password-stdin")
+            self.authorization = "Basic " + base64.b64encode(":".join(self.credentials).encode()).decode()
+        elif scheme == "bearer":
+            self.authorization = "Bearer " + self.fetch_token(params)
+        else:
+            raise DiyError(f"registry {self.ref.registry} asks for unknown auth {challenge[:80]!r}")
+
+    def fetch_token(self, params: dict[str, str]) -> str:
+        realm = params.get("realm", "")
+        parts = urlsplit(realm)
+        if parts.scheme != "https" and not (parts.scheme == "http" and
+                                            plain_http_allowed(parts.netloc, self.insecure)):
+            raise DiyError(f"registry {self.ref.registry}: token realm {realm[:100]!r} is not an HTTPS URL")
+        query = {"scope": params.get("scope") or f"repository:{self.ref.repository}:pull"}
+        if params.get("service"):
+            query["service"] = params["service"]
+        response = self.session.get(f"{realm}?{urlencode(query)}", auth=self.credentials, timeout=TIMEOUT,
+                                    verify=self.verify(realm))
+        if response.status_code != 200:
+            raise Denied(f"token server {parts.netloc} refused "
+                         f"{'the credentials' if self.credentials else 'anonymous access'} "
+                         f"({response.status_code})")
+        body = load_json(response.content[:MAX_JSON + 1], "token response")
+        token = body.get("token") or body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise DiyError(f"token server {parts.netloc} sent no token")
+        return token
+
+    # --- documents --------------------------------------------------------------
+
+    def small(self, path: str, headers: dict | None = None) -> tuple[bytes, object]:
+        response = self.get(path, headers, stream=True)
+        data = b""
+        for chunk in response.iter_content(65536):
+            data += chunk
+            if len(data) > MAX_JSON:
+                response.close()
+                raise BadInput(f"{path}: over the limit of {MAX_JSON} bytes for image JSON")
+        return data, response
+
+    def manifest(self) -> tuple[dict, str]:
+        """The manifest for this host (through an index), and its digest."""
+        repo, ref = self.ref.repository, self.ref.manifest_ref
+        for _ in range(3):
+            data, response = self.small(f"/v2/{repo}/manifests/{ref}", {"Accept": ACCEPT})
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            if ref.startswith("sha256:"):
+                verify(data, ref, f"{self.ref.full} manifest")
+            sent = response.headers.get("Docker-Content-Digest")
+            if sent and sent.startswith("sha256:") and sent != digest:
+                raise BadInput(f"{self.ref.full}: manifest digest mismatch, registry says {sent}, got {digest}")
+            doc = load_json(data, f"{self.ref.full} manifest")
+            if kind_of(doc, response.headers.get("Content-Type", "").split(";")[0]) == "manifest":
+                return doc, digest
+            ref = check_digest(choose(doc.get("manifests") or [], self.ref.full)["digest"])
+        raise BadInput(f"{self.ref.full}: indexes nested too deep")
+
+    def incoming(self, store: Store, key: str, progress) -> Incoming:
+        doc, digest = self.manifest()
+        manifest = parse_manifest(doc, f"{self.ref.full} manifest")
+        config_digest = manifest.config["digest"]
+        data, _ = self.small(f"/v2/{self.ref.repository}/blobs/{config_digest}")
+        config_bytes = verify(data, config_digest, f"{self.ref.full} config")
+        config = parse_config(config_bytes, f"{self.ref.full} config")
+        sizes = {ly["digest"]: ly.get("size") for ly in manifest.layers}
+        blobs = layer_blobs(config, manifest, lambda d: (lambda: open(store.blob_path(d), "rb")), self.ref.full)
+        self.download_all(store, [b for b in blobs if not store.has_layer(b.diff_id)], sizes, progress)
+        self.blob_digests = [b.digest for b in blobs]
+        checked = [LayerBlob(b.diff_id, b.open) for b in blobs]  # digests were checked on download
+        return Incoming([key], config_bytes, checked, f"pulled from {self.ref.full}",
+                        {"manifest": digest, "repo_digests": [f"{self.ref.name}@{digest}"]})
+
+    # --- blobs --------------------------------------------------------------------
+
+    def download_all(self, store: Store, blobs: list[LayerBlob], sizes: dict, progress) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not blobs:
+            return
+        os.makedirs(os.path.dirname(store.blob_path(blobs[0].digest)), exist_ok=True)
+        workers = min(len(blobs), store.instance.pull_parallel)
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(self.download, store.blob_path(b.digest), b.digest, sizes.get(b.digest),
+                                   progress.bar(b.digest, sizes.get(b.digest))) for b in blobs]
+            for future in futures:
+                future.result()
+
+    def download(self, path: str, digest: str, size: int | None, bar) -> None:
+        """Fetch a blob into path, resuming a partial download; checked before it is renamed."""
+        partial = path + ".partial"
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "r+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # one writer per blob, whatever process pulls it
+            if os.path.exists(path):
+                os.unlink(partial)  # made by this open: the blob was finished meanwhile
+                bar.done(size or 0, "already here")
+                return
+            sha, have = hashlib.sha256(), 0
+            while chunk := f.read(CHUNK):
+                sha.update(chunk)
+                have += len(chunk)
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            response = self.get(f"/v2/{self.ref.repository}/blobs/{digest}", headers, stream=True)
+            if response.status_code != 206:
+                f.seek(0)
+                f.truncate()
+                sha, have = hashlib.sha256(), 0
+            bar.start(have)
+            for chunk in response.iter_content(CHUNK):
+                have += len(chunk)
+                if size is not None and have > size:
+                    raise BadInput(f"{self.ref.full} layer {digest[:19]}: the registry sent more than "
+                                   f"its {size} bytes")
+                sha.update(chunk)
+                f.write(chunk)
+                bar.update(len(chunk))
+                faults.point("image.download.mid")
+            f.flush()
+            got = "sha256:" + sha.hexdigest()
+            if got != digest:
+                f.truncate(0)
+                raise BadInput(f"{self.ref.full} layer: digest mismatch, expected {digest}, got {got}")
+            os.rename(partial, path)
+            bar.done(have, "downloaded")
+
+
+def registry_error(body: str) -> str:
+    """The first message of a registry's JSON error body, else the body's start."""
+    try:
+        errors = json.loads(body).get("errors") or []
+        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors[:2])
+    except (ValueError, AttributeError):
+        return body.strip()[:120]
+
+
+class Progress:
+    """A tqdm bar per layer on a terminal, else one quiet line per finished layer."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.count = 0
+
+    def bar(self, digest: str, size: int | None):
+        self.count += 1
+        return LayerBar(self, digest, size, self.count - 1)
+
+
+class LayerBar:
+    def __init__(self, progress: Progress, digest: str, size: int | None, position: int):
+        self.progress, self.digest, self.size, self.position = progress, digest, size, position
+        self.tqdm = None
+
+    def start(self, have: int) -> None:
+        if self.progress.tty:
+            from tqdm import tqdm
+
+            self.tqdm = tqdm(total=self.size, initial=have, unit="B", unit_scale=True, position=self.position,
+                             desc=self.digest[7:19], file=self.progress.stream, leave=True)
+
+    def update(self, n: int) -> None:
+        if self.tqdm is not None:
+            self.tqdm.update(n)
+
+    def done(self, have: int, what: str) -> None:
+        if self.tqdm is not None:
+            self.tqdm.close()
+        else:
+            print(f"  layer {self.digest[7:19]}: {what} ({have / 1e6:.1f} MB)", file=self.progress.stream)
+
+
+def pull(store: Store, ref: Reference, credentials: tuple[str, str] | None = None, progress=None) -> dict:
+    """Bring ref into the store from its registry; returns the image record."""
+    from steps.image.manifest import bring_in
+
+    client = Client(ref, store.instance.insecure, credentials)
+    incoming = client.incoming(store, ref.key, progress or Progress())
+    record = bring_in(store, incoming)
+    for digest in client.blob_digests:
+        try:
+            os.unlink(store.blob_path(digest))  # unpacked now: the layer is what is kept
+        except FileNotFoundError:
+            pass
+    return record
