@@ -21,10 +21,13 @@ def _out(check=False, json=False, no_rollback=False):
 
 @task(iterable=["env", "volume", "publish"], help={
     "name": "container name (letters, digits, _ . -; up to 64); generated when omitted",
-    "image": "image NAME[:TAG]; `busybox` is built in from the host's busybox-static",
+    "image": "image [REGISTRY/]NAME[:TAG][@DIGEST], pulled when missing; `busybox` is built in "
+             "from the host's busybox-static",
+    "user": "NAME|UID[:GROUP|GID] to run as (default: the image's User, else root)",
+    "entrypoint": "replace the image's Entrypoint (and drop its Cmd); '' clears it",
     "env": "KEY=VALUE for the container (repeatable); KEY alone copies it from here",
     "volume": "SRC:DST[:ro] bind mount (repeatable)",
-    "workdir": "working directory inside the container (default /)",
+    "workdir": "working directory inside the container (default: the image's WorkingDir, else /)",
     "hostname": "hostname inside the container (default: the name)",
     "memory": "memory limit, e.g. 64M (no swap beyond it)",
     "cpus": "CPU quota in CPUs, e.g. 0.5",
@@ -39,7 +42,7 @@ def _out(check=False, json=False, no_rollback=False):
 @guarded
 def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, hostname=None,
         memory=None, cpus=None, pids_limit=None, rm=False, detach=False, network=None, publish=None,
-        check=False, json=False, no_rollback=False):
+        user=None, entrypoint=None, check=False, json=False, no_rollback=False):
     """Create and start a container: run --name N --image I [flags] -- COMMAND [ARGS...]."""
     from steps.lifecycle import RunOptions
     from steps.lifecycle import run as run_container
@@ -47,7 +50,7 @@ def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, host
     opts = RunOptions(name=name, image=image, command=command_words(), env=env or [],
                       workdir=workdir, hostname=hostname, volumes=volume or [], memory=memory,
                       cpus=cpus, pids_limit=pids_limit, rm=rm, detach=detach, network=network,
-                      publish=publish or [])
+                      publish=publish or [], user=user, entrypoint=entrypoint)
     return run_container(opts, _out(check, json, no_rollback))
 
 

@@ -196,11 +196,11 @@ def adopt_or_create(ctx: Context) -> bool:
 
 def check_command(ctx: Context) -> None:
     """Refuse a command the image does not have before anything is made."""
-    from steps.image import command_in_image
+    from steps.image import missing_command
 
-    argv = ctx.spec.get("command")
-    if argv and not command_in_image(ctx.instance, ctx.spec["image"], argv[0], ctx.spec["env"]):
-        raise DiyError(f"{argv[0]}: command not found in image {ctx.spec['image']}", EXIT_NOT_FOUND)
+    argv0 = missing_command(ctx.instance, ctx.spec)
+    if argv0 is not None:
+        raise DiyError(f"{argv0}: command not found in image {ctx.spec['image']}", EXIT_NOT_FOUND)
 
 
 def forget(ctx: Context, reporter: Reporter) -> None:

@@ -44,12 +44,13 @@ class Monitor:
         self.previous: dict = {}
 
     def plan(self) -> dict:
+        from steps.image import runtime_config
         from steps.image.store import Store
         from steps.launch import command_argv, container_env, resolve_user
 
         spec = self.ctx.spec
         image = Store(self.ctx.instance).image(spec["image_id"]) if spec.get("image_id") else None
-        config = (image or {}).get("config") or {}
+        config = runtime_config(image)
         from steps.veth import pinned
 
         n = self.ctx.names

@@ -68,21 +68,31 @@ class ImageStep(Step):
         """Images outlive containers: nothing to undo."""
 
 
-def command_in_image(instance, ref: str, argv0: str, env: list[str]) -> bool:
-    """Whether the image has argv0, asked before anything is made (the built-in busybox
-    need not be built yet: its applet list answers; an image to pull is not judged)."""
+def runtime_config(record: dict | None) -> dict:
+    """The runtime part of an image record's config (Entrypoint, Cmd, Env, ...)."""
+    return ((record or {}).get("config") or {}).get("config") or {}
+
+
+def missing_command(instance, spec: dict) -> str | None:
+    """The program the container would exec when the image lacks it, asked before
+    anything is made (the built-in busybox need not be built yet: its applet list
+    answers; an image still to pull is not judged)."""
     from steps.image.busybox import paths
+    from steps.launch import command_argv
     from steps.spec import command_candidates, command_exists
 
     store = Store(instance)
-    record = store.resolve(ref)
+    record = store.resolve(spec["image"])
+    config = runtime_config(record)
+    argv0 = command_argv(spec, config)[0]
+    env = list(config.get("Env") or []) + list(spec.get("env") or [])
     if record is not None:
-        return command_exists(store.lower_dirs(record), argv0, env)
-    if not is_builtin(ref):
-        return True
+        return None if command_exists(store.lower_dirs(record), argv0, env) else argv0
+    if not is_builtin(spec["image"]):
+        return None
     try:
         present = paths(instance.busybox)
     except Exception:  # noqa: BLE001 - missing or broken busybox: the build will say what is wrong
-        return True
+        return None
     candidates = command_candidates(argv0, env)
-    return not candidates or any(os.path.normpath(c) in present for c in candidates)
+    return None if not candidates or any(os.path.normpath(c) in present for c in candidates) else argv0

@@ -276,14 +276,18 @@ class Client:
             while chunk := f.read(CHUNK):
                 sha.update(chunk)
                 have += len(chunk)
-            headers = {"Range": f"bytes={have}-"} if have else {}
-            response = self.get(f"/v2/{self.ref.repository}/blobs/{digest}", headers, stream=True)
-            if response.status_code != 206:
-                f.seek(0)
-                f.truncate()
-                sha, have = hashlib.sha256(), 0
+            resumed = have
+            if size is None or have < size:
+                response = self.fetch_from(digest, have)
+                if response.status_code != 206:
+                    f.seek(0)
+                    f.truncate()
+                    sha, have, resumed = hashlib.sha256(), 0, 0
+                chunks = response.iter_content(CHUNK)
+            else:
+                chunks = iter(())
             bar.start(have)
-            for chunk in response.iter_content(CHUNK):
+            for chunk in chunks:
                 have += len(chunk)
                 if size is not None and have > size:
                     raise BadInput(f"{self.ref.full} layer {digest[:19]}: the registry sent more than "
@@ -298,7 +302,18 @@ class Client:
                 f.truncate(0)
                 raise BadInput(f"{self.ref.full} layer: digest mismatch, expected {digest}, got {got}")
             os.rename(partial, path)
-            bar.done(have, "downloaded")
+            bar.done(have, f"downloaded, resumed at {resumed} bytes" if resumed else "downloaded")
+
+    def fetch_from(self, digest: str, offset: int):
+        """GET a blob from offset (a Range request); a registry that cannot resume sends it whole."""
+        path = f"/v2/{self.ref.repository}/blobs/{digest}"
+        if offset:
+            try:
+                return self.get(path, {"Range": f"bytes={offset}-"}, stream=True)
+            except DiyError as e:
+                if " 416 " not in str(e):
+                    raise
+        return self.get(path, stream=True)
 
 
 def registry_error(body: str) -> str:
