@@ -290,3 +290,28 @@ def test_bearer_token_flow(inst, tmp_path):
         inst.cli("pull", ref, "--username", "u", "--password-stdin", input="p\n", check=True)
         assert any(t["user"] == "u" and t["scope"] == "repository:team/app:pull" for t in r.token_requests)
         inst.cli("rmi", ref, check=True)
+
+
+def test_umoci_written_layout(inst, tmp_path):
+    import subprocess
+
+    if not shutil.which("umoci"):
+        pytest.skip("umoci is not installed")
+    layout, bundle = str(tmp_path / "by-umoci"), str(tmp_path / "bundle")
+    umoci = ["umoci", "--log", "error"]
+    subprocess.run([*umoci, "init", "--layout", layout], check=True)
+    subprocess.run([*umoci, "new", "--image", f"{layout}:v1"], check=True)
+    subprocess.run([*umoci, "unpack", "--image", f"{layout}:v1", bundle], check=True, capture_output=True)
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+    os.symlink("busybox", os.path.join(rootfs, "bin", "sh"))
+    with open(os.path.join(rootfs, "hello"), "w") as f:
+        f.write("made by umoci\n")
+    # (umoci 0.4.7's `insert` writes a layer tar without its end blocks; repack does not)
+    subprocess.run([*umoci, "repack", "--image", f"{layout}:v1", bundle], check=True)
+    subprocess.run([*umoci, "config", "--image", f"{layout}:v1", "--config.cmd", "/bin/sh", "--config.cmd", "-c",
+                    "--config.cmd", "cat /hello"], check=True)
+    inst.cli("image.load", layout, "--ref", "byumoci:1", check=True)
+    assert run_out(inst, "byumoci:1").strip() == "made by umoci"
+    inst.cli("rmi", "byumoci:1", check=True)

@@ -152,11 +152,26 @@ _LIB: Libarchive | None = None
 def lib() -> Libarchive:
     global _LIB
     if _LIB is None:
+        find_libarchive()
         _LIB = Libarchive()
     return _LIB
 
 
+def find_libarchive() -> None:
+    """Name the library for libarchive-c, sparing ctypes' find_library (it runs ldconfig and gcc)."""
+    import glob
+
+    if "LIBARCHIVE" in os.environ:
+        return
+    for pattern in ("/usr/lib/*/libarchive.so.13", "/usr/lib64/libarchive.so.13", "/usr/lib/libarchive.so.13"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            os.environ["LIBARCHIVE"] = found[0]
+            return
+
+
 def write_flags() -> int:
+    find_libarchive()
     from libarchive import extract as x
 
     return (x.EXTRACT_OWNER | x.EXTRACT_PERM | x.EXTRACT_TIME | x.EXTRACT_XATTR
@@ -311,7 +326,7 @@ class InDirectory:
 
 def extract(fileobj: BinaryIO, dest: str, limit: int | None = None) -> tuple[str, int]:
     """Extract a (possibly compressed) tar stream into dest; returns (diff id, size)."""
-    from libarchive import ffi
+    ffi = lib().ffi
     from libarchive.read import new_archive_read
 
     r, w = os.pipe()
