@@ -155,7 +155,14 @@ def run(opts: RunOptions, out: Output) -> int:
 
 
 def precheck(ctx: Context) -> None:
-    """Refuse what can be refused from facts alone: the image, the command, the name's spec."""
+    """Refuse what can be refused from facts alone: the image, the command, the name's spec.
+    A missing image is pulled first, as `docker run` does: a failed pull makes no container."""
+    from steps.image import ensure_image, is_builtin
+    from steps.image.store import Store
+
+    store = Store(ctx.instance)
+    if not is_builtin(ctx.spec["image"]) and store.resolve(ctx.spec["image"]) is None:
+        ensure_image(store, ctx.spec["image"])  # (the built-in busybox is built by the image step)
     old = load_record(ctx.names)
     if old is None:
         check_command(ctx)

@@ -48,6 +48,7 @@ class Store:
     def __init__(self, instance: Instance):
         self.instance = instance
         self.root = images_dir(instance)
+        self.fresh: list[str] = []
 
     # --- paths ---------------------------------------------------------------
 
@@ -112,6 +113,7 @@ class Store:
 
         name = f"{os.getpid()}-{process_start(os.getpid())}-{uuid.uuid4().hex[:8]}"
         path = os.path.join(self.root, "tmp", name)
+        self.fresh = missing_dirs(os.path.dirname(path))
         os.makedirs(path, mode=0o700)
         os.chmod(path, 0o755)
         return path
@@ -150,6 +152,7 @@ class Store:
             return diff_id, size
         except BaseException:
             remove_tree(tmp)
+            remove_empty(reversed(self.fresh))  # a refused layer leaves no trace, not even the store
             raise
 
     def commit(self, keys: list[str], config_bytes: bytes, layers: list[str], source: str,
@@ -199,6 +202,7 @@ class Store:
     def import_tarball(self, fileobj: BinaryIO, ref: str, runtime: dict, source: str) -> dict:
         """A flat rootfs tarball as a one-layer image with a synthesized config."""
         diff_id, size = self.stage_layer(fileobj, None, source)
+        faults.point("image.apply.mid")
         config = synthesized_config(diff_id, runtime)
         return self.commit([canonical(ref)], config, [diff_id], source, {"size": size})
 
@@ -239,6 +243,23 @@ class Store:
             path = os.path.join(d, name)
             if not os.path.exists(path):
                 os.unlink(path)
+
+
+def missing_dirs(path: str) -> list[str]:
+    """path and those of its ancestors that do not exist yet, outermost first."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing[::-1]
+
+
+def remove_empty(dirs) -> None:
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
 
 
 def synthesized_config(diff_id: str, runtime: dict) -> bytes:
