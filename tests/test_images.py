@@ -315,3 +315,80 @@ def test_umoci_written_layout(inst, tmp_path):
     inst.cli("image.load", layout, "--ref", "byumoci:1", check=True)
     assert run_out(inst, "byumoci:1").strip() == "made by umoci"
     inst.cli("rmi", "byumoci:1", check=True)
+
+
+class BlobRedirectRegistry:
+    """A tiny registry on 127.0.0.1 (Basic auth) serving an OCI layout, whose blob
+    GETs redirect to a blob store on 127.0.0.2 that records the headers it gets."""
+
+    def __init__(self, layout: str, tag: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.layout, self.tag, self.seen = layout, tag, []
+        outer = self
+
+        class Api(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                if self.headers.get("Authorization") != "Basic dTpw":  # u:p
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="test"')
+                    self.end_headers()
+                    return
+                if "/blobs/" in self.path:
+                    self.send_response(307)
+                    self.send_header("Location", f"http://127.0.0.2:{outer.store.server_port}/b/"
+                                                 f"{self.path.rsplit('/', 1)[1]}")
+                    self.end_headers()
+                    return
+                outer.serve(self, outer.manifest_digest() if self.path.endswith(f"/{outer.tag}")
+                            else self.path.rsplit("/", 1)[1], "application/vnd.oci.image.manifest.v1+json")
+
+        class Blobs(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.seen.append(dict(self.headers))
+                outer.serve(self, self.path.rsplit("/", 1)[1], "application/octet-stream")
+
+        self.api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+        self.store = ThreadingHTTPServer(("127.0.0.2", 0), Blobs)
+        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.api, self.store)]
+        for t in self.threads:
+            t.start()
+
+    def manifest_digest(self) -> str:
+        with open(os.path.join(self.layout, "index.json")) as f:
+            return json.load(f)["manifests"][0]["digest"]
+
+    def serve(self, handler, digest: str, media: str) -> None:
+        with open(os.path.join(self.layout, "blobs", "sha256", digest.split(":", 1)[1]), "rb") as f:
+            data = f.read()
+        handler.send_response(200)
+        handler.send_header("Content-Type", media)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def close(self) -> None:
+        for s in (self.api, self.store):
+            s.shutdown()
+            s.server_close()
+
+
+def test_redirects_never_carry_the_authorization_elsewhere(inst, tmp_path):
+    layout = str(tmp_path / "oci")
+    reg.oci_layout(layout, {"v1": app_image()})
+    server = BlobRedirectRegistry(layout, "v1")
+    try:
+        ref = f"127.0.0.1:{server.api.server_port}/team/app:v1"
+        inst.cli("pull", ref, "--username", "u", "--password-stdin", input="p\n", check=True)
+        assert len(server.seen) >= 3  # config and both layers came from the blob store
+        assert not [h for h in server.seen if "Authorization" in h]
+        assert run_out(inst, ref).strip() == "entry from cmd"
+    finally:
+        server.close()
