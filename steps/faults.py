@@ -30,3 +30,8 @@ def point(where: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "fail":
         raise StepFailed(f"injected fault at {where}")
+
+
+def active() -> bool:
+    """Whether any fault is planned (to keep test-only work off the normal path)."""
+    return bool(_load())

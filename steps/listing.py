@@ -127,7 +127,7 @@ def images(as_json: bool) -> int:
         users.setdefault(record["image"], []).append(names.container)
     rows = []
     for ref, image_id in sorted(store.index().items()):
-        name, _, tag = ref.rpartition(":")
+        name, _, tag = ref.partition("@") if "@" in ref else ref.rpartition(":")
         image = store.image(image_id) or {}
         size = sum(du(store.layer_dir(d)) for d in image.get("layers", []))
         used = sorted(set(users.get(image_id, []) + users.get(ref, [])))

@@ -197,7 +197,8 @@ def pushed(registry, tmp_path, spec, repo="team/app:1", all_platforms=False) -> 
 
 
 def test_pull_and_run_from_a_registry(inst, registry, tmp_path):
-    digest = pushed(registry, tmp_path, app_image())
+    """zstd and uncompressed layers; run pulls; a pull by digest reuses the layers."""
+    digest = pushed(registry, tmp_path, app_image(layers=[reg.Layer(BASE, "zstd"), reg.Layer(TOP, "none")]))
     ref = f"{registry.host}/team/app:1"
     assert run_out(inst, ref).strip() == "entry from cmd"  # run pulls what is missing
     image = json.loads(inst.cli("images", "--json", check=True).stdout)[0]
@@ -392,3 +393,31 @@ def test_redirects_never_carry_the_authorization_elsewhere(inst, tmp_path):
         assert run_out(inst, ref).strip() == "entry from cmd"
     finally:
         server.close()
+
+
+def test_progress_bars_on_a_terminal(inst, registry, tmp_path):
+    import pty
+    import subprocess
+    import sys
+
+    pushed(registry, tmp_path, app_image())
+    master, slave = pty.openpty()
+    proc = subprocess.run([sys.executable, "-m", "invoke", "pull", f"{registry.host}/team/app:1"],
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=inst.env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=120)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "100%" in text and "B/s" in text  # tqdm's bars, one per layer
+    assert "layer " not in text  # the quiet lines are for pipes and files
+    inst.cli("rmi", f"{registry.host}/team/app:1", check=True)

@@ -1,7 +1,9 @@
 """Pure logic: parsers, validation, the engine's bookkeeping. No kernel objects."""
 from __future__ import annotations
 
+import base64
 import io
+import json
 import tarfile
 
 import pytest
@@ -247,3 +249,59 @@ def test_ci_runs_the_readme_test_command():
     readme = open(os.path.join(repo, "README.md")).read()
     assert len(ci) == 1 and ci[0].strip() in readme.split("\n")
     assert readme.index(ci[0].strip()) < readme.index("## Usage")
+
+
+def test_registry_challenges_and_transport():
+    from steps.image.registry import parse_challenge, plain_http_allowed
+
+    scheme, params = parse_challenge('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+                                     'scope="repository:library/ubuntu:pull"')
+    assert scheme == "bearer" and params == {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
+                                             "scope": "repository:library/ubuntu:pull"}
+    assert parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
+    for host in ("localhost:5000", "127.0.0.1:5000", "127.9.9.9", "[::1]:5000"):
+        assert plain_http_allowed(host, frozenset())
+    for host in ("registry-1.docker.io", "10.1.2.3:5000", "localhost.evil.com:5000", "ghcr.io"):
+        assert not plain_http_allowed(host, frozenset())
+    assert plain_http_allowed("10.1.2.3:5000", frozenset({"10.1.2.3:5000"}))
+    assert plain_http_allowed("reg.lan:5000", frozenset({"reg.lan"}))
+
+
+def test_docker_config_credentials(tmp_path, monkeypatch):
+    from steps.image.registry import docker_config_credentials
+
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {
+        "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:secret").decode()},
+        "reg.lan:5000": {"auth": base64.b64encode(b"me:pa:ss").decode()}, "bad": {"auth": "!!"}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert docker_config_credentials("docker.io") == ("hub", "secret")
+    assert docker_config_credentials("reg.lan:5000") == ("me", "pa:ss")
+    assert docker_config_credentials("bad") is None and docker_config_credentials("other") is None
+
+
+def test_platform_choice(monkeypatch):
+    from steps.image import platform
+
+    monkeypatch.setattr(platform, "host_platform", lambda: {"os": "linux", "architecture": "arm", "variant": "v7"})
+    entries = [{"digest": "a", "platform": {"os": "linux", "architecture": "amd64"}},
+               {"digest": "b", "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
+               {"digest": "c", "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+               {"digest": "d", "platform": {"os": "windows", "architecture": "arm"}}]
+    assert platform.choose(entries, "x")["digest"] == "c"
+    with pytest.raises(BadInput, match="no image for linux/arm/v7; it has: linux/amd64"):
+        platform.choose(entries[:1], "x")
+
+
+def test_image_json_limits_and_types():
+    from steps.image.manifest import MAX_JSON, kind_of, load_json, parse_config
+
+    with pytest.raises(BadInput, match="limit"):
+        load_json(b" " * (MAX_JSON + 1), "x")
+    with pytest.raises(BadInput, match="schema-1"):
+        kind_of({"schemaVersion": 1}, None)
+    good = {"rootfs": {"diff_ids": ["sha256:" + "a" * 64]}, "config": {"Cmd": ["/bin/sh"]}}
+    assert parse_config(json.dumps(good).encode(), "c")["config"]["Cmd"] == ["/bin/sh"]
+    for bad in ({"rootfs": {"diff_ids": ["sha256:../x"]}}, {**good, "config": {"Cmd": "sh -c x"}},
+                {**good, "config": {"User": 0}}, {"rootfs": {}}):
+        with pytest.raises(BadInput):
+            parse_config(json.dumps(bad).encode(), "c")

@@ -93,6 +93,45 @@ class Feeder(threading.Thread):
                 view = view[os.write(self.fd, view):]
 
 
+class FileHasher(threading.Thread):
+    """For an uncompressed tar file: libarchive reads the file itself, and this
+    thread hashes it beside, through an open file of its own."""
+
+    def __init__(self, fd: int, limit: int | None):
+        super().__init__(daemon=True)
+        self.fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        self.sha = hashlib.sha256()
+        self.size = os.fstat(self.fd).st_size
+        self.error: BaseException | None = None
+        if limit is not None and self.size > limit:
+            os.close(self.fd)
+            raise Inflated(f"layer is {self.size} bytes, past the limit of {limit} bytes; "
+                           "raise max_layer_bytes in the config if this image is genuine")
+
+    def run(self) -> None:
+        try:
+            while data := os.read(self.fd, 4 * CHUNK):
+                self.sha.update(data)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+        finally:
+            os.close(self.fd)
+
+
+def plain_file(fileobj: BinaryIO) -> int | None:
+    """The fd of an uncompressed regular file read from its start, else None."""
+    try:
+        fd = fileobj.fileno()
+        at_start = fileobj.tell() == 0
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not at_start or not stat.S_ISREG(os.fstat(fd).st_mode):
+        return None
+    head = os.pread(fd, 6, 0)
+    magics = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00")
+    return None if any(head.startswith(m) for m in magics) else fd
+
+
 def contained(name: bytes) -> list[bytes]:
     """The path components of a member name inside the layer: '..' is refused, '/' stripped."""
     parts = []
@@ -325,13 +364,20 @@ class InDirectory:
 
 
 def extract(fileobj: BinaryIO, dest: str, limit: int | None = None) -> tuple[str, int]:
-    """Extract a (possibly compressed) tar stream into dest; returns (diff id, size)."""
+    """Extract a (possibly compressed) tar stream into dest; returns (diff id, size).
+    An uncompressed tar file is read by libarchive directly and hashed beside it;
+    anything else goes through the feeder thread and a pipe."""
     ffi = lib().ffi
     from libarchive.read import new_archive_read
 
-    r, w = os.pipe()
-    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    feeder = Feeder(fileobj, w, limit)
+    plain = plain_file(fileobj)
+    if plain is not None:
+        feeder = FileHasher(plain, limit)
+        r = os.open(f"/proc/self/fd/{plain}", os.O_RDONLY | os.O_CLOEXEC)
+    else:
+        r, w = os.pipe()
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        feeder = Feeder(fileobj, w, limit)
     feeder.start()
     writer = LayerWriter(dest)
     try:

@@ -12,13 +12,13 @@ from typing import BinaryIO, Callable
 
 from steps import BadInput
 from steps.image.manifest import (
-    MAX_JSON,
     Incoming,
     LayerBlob,
     kind_of,
     layer_blobs,
     load_json,
     parse_config,
+    parse_json,
     parse_manifest,
     read_limited,
     verify,
@@ -126,14 +126,7 @@ def docker_archive(layout: Layout, ref: str | None) -> list[Incoming]:
 
 
 def load_json_list(data: bytes, what: str) -> list[dict]:
-    import json
-
-    if len(data) > MAX_JSON:
-        raise BadInput(f"{what} is over the limit of {MAX_JSON} bytes")
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadInput(f"{what} is not valid JSON: {e}") from None
+    value = parse_json(data, what)
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
         raise BadInput(f"{what}: expected a non-empty list of image entries")
     return value

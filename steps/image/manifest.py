@@ -35,13 +35,18 @@ LAYER_TYPES = {
 ACCEPT = ", ".join(MANIFESTS + INDEXES)
 
 
-def load_json(data: bytes, what: str) -> dict:
+def parse_json(data: bytes, what: str):
+    """JSON from an image, size-limited."""
     if len(data) > MAX_JSON:
         raise BadInput(f"{what} is {len(data)} bytes, over the limit of {MAX_JSON} for image JSON")
     try:
-        value = json.loads(data)
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadInput(f"{what} is not valid JSON: {e}") from None
+
+
+def load_json(data: bytes, what: str) -> dict:
+    value = parse_json(data, what)
     if not isinstance(value, dict):
         raise BadInput(f"{what} is not a JSON object")
     return value

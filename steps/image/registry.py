@@ -72,10 +72,11 @@ def docker_config_credentials(registry: str) -> tuple[str, str] | None:
         entry = auths.get(key) if isinstance(auths, dict) else None
         if isinstance(entry, dict) and isinstance(entry.get("auth"), str):
             try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                user, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 continue
-            return user, password
+            if sep and user:
+                return user, password
     return None
 
 
@@ -295,7 +296,9 @@ class Client:
                 sha.update(chunk)
                 f.write(chunk)
                 bar.update(len(chunk))
-                faults.point("image.download.mid")
+                if faults.active():
+                    f.flush()  # so a kill here leaves what was received, as a crash between chunks does
+                    faults.point("image.download.mid")
             f.flush()
             got = "sha256:" + sha.hexdigest()
             if got != digest:
@@ -325,6 +328,14 @@ def registry_error(body: str) -> str:
         return body.strip()[:120]
 
 
+def terminal_width(stream) -> int:
+    """Columns of the terminal (0 when it does not say, as a fresh pty: tqdm would draw nothing)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 class Progress:
     """A tqdm bar per layer on a terminal, else one quiet line per finished layer."""
 
@@ -348,7 +359,8 @@ class LayerBar:
             from tqdm import tqdm
 
             self.tqdm = tqdm(total=self.size, initial=have, unit="B", unit_scale=True, position=self.position,
-                             desc=self.digest[7:19], file=self.progress.stream, leave=True)
+                             desc=self.digest[7:19], file=self.progress.stream, leave=True,
+                             **({} if terminal_width(self.progress.stream) else {"ncols": 100, "nrows": 50}))
 
     def update(self, n: int) -> None:
         if self.tqdm is not None:
