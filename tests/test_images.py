@@ -421,3 +421,80 @@ def test_progress_bars_on_a_terminal(inst, registry, tmp_path):
     assert "100%" in text and "B/s" in text  # tqdm's bars, one per layer
     assert "layer " not in text  # the quiet lines are for pipes and files
     inst.cli("rmi", f"{registry.host}/team/app:1", check=True)
+
+
+class StandInDockerd:
+    """Just enough of the Docker Engine API on a unix socket for the real docker CLI's
+    `version` and `save`: the daemon this host does not run, serving one archive."""
+
+    def __init__(self, socket_path: str, archive: str, name: str):
+        import socketserver
+        import threading
+        from http.server import BaseHTTPRequestHandler
+        from urllib.parse import parse_qs, urlsplit
+
+        outer = self
+        self.requests: list[str] = []
+
+        class Api(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def address_string(self):
+                return "unix"
+
+            def log_message(self, *a):
+                pass
+
+            def reply(self, body: bytes, kind: str = "application/json", code: int = 200):
+                self.send_response(code)
+                self.send_header("API-Version", "1.43")
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_HEAD(self):
+                self.reply(b"OK", "text/plain")
+
+            def do_GET(self):
+                url = urlsplit(self.path)
+                outer.requests.append(url.path)
+                if url.path.endswith("/_ping"):
+                    self.reply(b"OK", "text/plain")
+                elif url.path.endswith("/version"):
+                    self.reply(json.dumps({"Version": "28.0.0-standin", "ApiVersion": "1.43", "MinAPIVersion": "1.24",
+                                           "Os": "linux", "Arch": "amd64"}).encode())
+                elif url.path.endswith("/images/get") and parse_qs(url.query).get("names") == [name]:
+                    with open(archive, "rb") as f:
+                        self.reply(f.read(), "application/x-tar")
+                else:
+                    self.reply(json.dumps({"message": f"No such image: {url.query}"}).encode(), code=404)
+
+        self.server = socketserver.ThreadingUnixStreamServer(socket_path, Api)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_from_docker_through_the_docker_cli(inst, tmp_path):
+    if not shutil.which("docker"):
+        pytest.skip("the docker command is not installed")
+    archive = str(tmp_path / "save.tar")
+    reg.docker_archive(archive, app_image(), form="oci", repo_tags=["team/app:7"])
+    sock = str(tmp_path / "docker.sock")
+    daemon = StandInDockerd(sock, archive, "team/app:7")
+    try:
+        env = {"DOCKER_HOST": f"unix://{sock}", "DOCKER_CONFIG": str(tmp_path / "docker-config")}
+        inst.cli("image.from-docker", "team/app:7", check=True, env=env)
+        assert any(p.endswith("/images/get") for p in daemon.requests)
+        assert run_out(inst, "team/app:7").strip() == "entry from cmd"
+        p = inst.cli("image.from-docker", "team/nothere:1", env=env)
+        assert p.returncode != 0 and "docker save team/nothere:1 failed" in p.stderr
+    finally:
+        daemon.close()
+    inst.cli("rmi", "team/app:7", check=True)
+    assert not os.listdir(os.path.join(store(inst), "tmp"))
