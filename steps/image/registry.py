@@ -134,7 +134,9 @@ class Client:
                 response.close()
                 self.authenticate(challenge)
         except requests.exceptions.RequestException as e:
-            raise DiyError(f"cannot reach registry {self.ref.registry}: {e}") from None
+            where = urlsplit(url).netloc
+            shown = self.ref.registry if where == self.ref.registry else f"{self.ref.registry} ({where})"
+            raise DiyError(f"cannot reach registry {shown}: {short_reason(e)}") from None
         raise AssertionError("unreachable")
 
     def follow(self, url: str, headers: dict, stream: bool):
@@ -317,6 +319,21 @@ class Client:
                 if " 416 " not in str(e):
                     raise
         return self.get(path, stream=True)
+
+
+def short_reason(error: Exception) -> str:
+    """The gist of a connection failure, instead of urllib3's nested retry message."""
+    text = str(error)
+    for needle, gist in (("Name or service not known", "its name does not resolve"),
+                         ("Temporary failure in name resolution", "its name does not resolve"),
+                         ("Connection refused", "connection refused"), ("timed out", "timed out"),
+                         ("CERTIFICATE_VERIFY_FAILED", "its TLS certificate does not verify "
+                          "(list it in insecure_registries only if you trust the network)"),
+                         ("WRONG_VERSION_NUMBER", "it does not speak TLS (list it in insecure_registries "
+                          "to use plain HTTP)")):
+        if needle in text:
+            return gist
+    return text[:200]
 
 
 def registry_error(body: str) -> str:
