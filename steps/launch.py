@@ -50,12 +50,18 @@ def read_db(rootfs: str, path: str) -> list[list[str]]:
     host = resolve_in_root(rootfs, path)
     if host is None:
         return []
-    try:
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:  # O_PATH first: a device node the image put there is never opened on the host
+        probe = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return []
+    try:
+        if not stat.S_ISREG(os.fstat(probe).st_mode):
+            return []
+        fd = os.open(f"/proc/self/fd/{probe}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(probe)
     with os.fdopen(fd, "rb") as f:
-        data = f.read(4 << 20).decode("utf-8", "replace") if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+        data = f.read(4 << 20).decode("utf-8", "replace")
     return [line.split(":") for line in data.splitlines() if line and not line.startswith("#")]
 
 
@@ -67,20 +73,20 @@ def resolve_user(rootfs: str, user: str | None) -> dict | None:
     if not user:
         return None
     name, _, group = user.partition(":")
-    passwd = [e for e in read_db(rootfs, "/etc/passwd") if len(e) >= 7]
+    passwd = [e for e in read_db(rootfs, "/etc/passwd") if len(e) >= 7 and e[2].isdigit() and e[3].isdigit()]
     entry = next((e for e in passwd if e[0] == name or (name.isdigit() and e[2] == name)), None)
     if entry is None and not name.isdigit():
         raise StepFailed(f"unable to find user {name}: no matching entries in the image's /etc/passwd")
     uid = int(name) if name.isdigit() else int(entry[2])
     gid = int(entry[3]) if entry else 0
-    groups_db = [e for e in read_db(rootfs, "/etc/group") if len(e) >= 4]
+    groups_db = [e for e in read_db(rootfs, "/etc/group") if len(e) >= 4 and e[2].isdigit()]
     if group:
         match = next((e for e in groups_db if e[0] == group or (group.isdigit() and e[2] == group)), None)
         if match is None and not group.isdigit():
             raise StepFailed(f"unable to find group {group}: no matching entries in the image's /etc/group")
         gid = int(group) if group.isdigit() else int(match[2])
     login = entry[0] if entry else None
-    extra = sorted({int(e[2]) for e in groups_db if login and login in e[3].split(",") and e[2].isdigit()})
+    extra = sorted({int(e[2]) for e in groups_db if login and login in e[3].split(",")})
     return {"uid": uid, "gid": gid, "groups": sorted({gid, *extra}), "home": entry[5] if entry else "/"}
 
 

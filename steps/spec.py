@@ -103,7 +103,8 @@ def parse_user(user: str | None) -> str | None:
     if user in (None, ""):
         return None
     name, _, group = user.partition(":")
-    if not _USER.fullmatch(name) or (group and not _USER.fullmatch(group)) or user.count(":") > 1:
+    too_big = any(p.isdigit() and int(p) >= 2**32 - 1 for p in (name, group))
+    if not _USER.fullmatch(name) or (group and not _USER.fullmatch(group)) or user.count(":") > 1 or too_big:
         raise BadInput(f"bad user {user!r}: expected NAME|UID[:GROUP|GID], e.g. nobody or 1000:1000")
     return user
 

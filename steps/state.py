@@ -75,7 +75,19 @@ def load_record(names: Names) -> dict | None:
     return read_json(names.record)
 
 
+def private_dir(path: str) -> None:
+    """A directory only root may enter (as Docker's /var/lib/docker): image layers and
+    container trees hold setuid files and device nodes that host users must not reach."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o700)
+
+
 def save_record(names: Names, record: dict) -> None:
+    private_dir(os.path.dirname(names.container_dir))
     write_json(names.record, record)
 
 

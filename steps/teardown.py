@@ -1,4 +1,5 @@
-"""The teardown stage: the container's record, upper layer and runtime files are removed."""
+"""The teardown stage: the container's record, upper layer and runtime files are removed,
+and any image work a killed run left behind (an interrupted busybox build, a pull)."""
 from __future__ import annotations
 
 import os
@@ -12,8 +13,11 @@ class TeardownStep(Step):
     name = "teardown"
 
     def leftovers(self) -> list[str]:
+        from steps.image.store import Store
+
         n = self.ctx.names
-        return [p for p in (n.container_dir, n.runtime_dir) if os.path.lexists(p)]
+        own = [p for p in (n.container_dir, n.runtime_dir) if os.path.lexists(p)]
+        return own + Store(self.ctx.instance).dead_tmp()
 
     def check(self):
         left = self.leftovers()
@@ -27,9 +31,10 @@ class TeardownStep(Step):
         busy = [m for d in (n.container_dir, n.runtime_dir) for m in mounts_below(d) + mounts_at(d)]
         if busy:
             raise StepFailed(f"cannot remove {n.container_dir}: {busy[0].mount_point} is still mounted")
+        own = (n.container_dir, n.runtime_dir)
         for path in self.leftovers():
             faults.point("teardown.apply.mid")
-            shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=path not in own)  # another teardown may clean it too
 
     def undo(self):
         """Removal cannot be undone."""

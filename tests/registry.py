@@ -545,6 +545,8 @@ def tar_entry(member: Member) -> tuple[tarfile.TarInfo, bytes | None]:
     elif kind in ("symlink", "hardlink"):
         info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
         info.linkname, info.mode = member[2] if kind == "symlink" else member[2].strip("/"), 0o777
+    elif kind == "fifo":
+        info.type, info.mode = tarfile.FIFOTYPE, 0o644
     elif kind in ("whiteout", "opaque"):
         parent, base = os.path.split(path)
         info.name = os.path.join(parent, ".wh." + base) if kind == "whiteout" else f"{path}/.wh..wh..opq"

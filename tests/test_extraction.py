@@ -85,6 +85,24 @@ def test_hostile_members_are_refused(inst, tmp_path, victim, members, word):
     assert host_state(victim) == before
 
 
+def test_a_hardlink_to_a_symlink_never_reaches_its_target(inst, tmp_path, victim):
+    """libarchive would chmod (and write) through the link: refused before it is made."""
+    os.chmod(victim / "file", 0o600)
+    before = host_state(victim)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        link = tarfile.TarInfo("a")
+        link.type, link.linkname = tarfile.SYMTYPE, str(victim / "file")
+        tf.addfile(link)
+        hard = tarfile.TarInfo("b")
+        hard.type, hard.linkname, hard.mode, hard.size = tarfile.LNKTYPE, "a", 0o4777, 1
+        tf.addfile(hard, io.BytesIO(b"x"))
+    path = tmp_path / "hl.tar"
+    path.write_bytes(buf.getvalue())
+    assert_refused(inst, ["image.import", str(path), "--name", "hl"], ["hardlink to a symlink"])
+    assert host_state(victim) == before
+
+
 def test_absolute_paths_are_contained(inst, tmp_path, victim):
     before = host_state(victim)
     members = [member(f"{victim}/file", data=b"inside\n"), member("/abs", data=b"a")]

@@ -498,3 +498,29 @@ def test_from_docker_through_the_docker_cli(inst, tmp_path):
         daemon.close()
     inst.cli("rmi", "team/app:7", check=True)
     assert not os.listdir(os.path.join(store(inst), "tmp"))
+
+
+def test_a_layer_listed_twice(inst, registry, tmp_path):
+    """Fetched and stored once, mounted once (overlayfs refuses a lower dir twice)."""
+    pushed(registry, tmp_path, app_image(layers=[BASE, TOP, [("file", "srv/mid", b"m\n")], TOP]))
+    ref = f"{registry.host}/team/app:1"
+    assert run_out(inst, ref, "-c", "cat /srv/hello /srv/mid; test -e /etc/old || echo gone",
+                   flags=("--entrypoint", "/bin/sh")).split("\n")[:3] == ["hello from the top layer", "m", "gone"]
+    assert len(layer_dirs(inst)) == 3
+    inst.cli("rmi", ref, check=True)
+
+
+def test_store_is_root_only_and_a_fifo_passwd_is_not_opened(inst, tmp_path):
+    """Layers hold setuid files and devices: the store and the containers' trees are 0700.
+    The image's /etc/passwd is read only when it is a regular file (a FIFO would hang us)."""
+    base = [m for m in BASE if m[1] != "etc/passwd"] + [("fifo", "etc/passwd")]
+    layout = str(tmp_path / "oci")
+    reg.oci_layout(layout, {"v1": app_image(layers=[base])})
+    inst.cli("image.load", layout, "--ref", "fifo:1", check=True)
+    p = inst.cli("run", "--name", "ff", "--network", "none", "--image", "fifo:1", timeout=30)
+    assert p.returncode != 0 and "unable to find user app" in p.stderr
+    assert os.stat(store(inst)).st_mode & 0o777 == 0o700
+    inst.cli("run", "--name", "ok", "--network", "none", "--image", "fifo:1", "--user", "0", check=True)
+    assert os.stat(os.path.join(inst.state_root, "containers")).st_mode & 0o777 == 0o700
+    inst.cli("rm", "ok", check=True)
+    inst.cli("rmi", "fifo:1", check=True)

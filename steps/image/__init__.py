@@ -87,6 +87,8 @@ def missing_command(instance, spec: dict) -> str | None:
     argv0 = command_argv(spec, config)[0]
     env = list(config.get("Env") or []) + list(spec.get("env") or [])
     if record is not None:
+        if len(record["layers"]) > 1:
+            return None  # a symlink of one layer can lead into another: exec will judge (127)
         return None if command_exists(store.lower_dirs(record), argv0, env) else argv0
     if not is_builtin(spec["image"]):
         return None

@@ -126,12 +126,17 @@ def rmi(refs: list[str], force: bool = False) -> int:
 def prune() -> int:
     instance = config.load()
     store = Store(instance)
+    if not os.path.isdir(store.root):
+        say("0 image(s), 0 layer(s) removed")
+        return 0
     with store.lock():
         store.clean_tmp()
-        images, layers = store.remove_unused(set(users_of(instance)), work=True)
+        with store.quiet() as idle:
+            images, layers = store.remove_unused(set(users_of(instance)), work=idle)
     for image_id in images:
         say(f"deleted {image_id}")
-    say(f"{len(images)} image(s), {len(layers)} layer(s) removed")
+    say(f"{len(images)} image(s), {len(layers)} layer(s) removed"
+        + ("" if idle else "; a pull, load or import is running: its unfinished work is kept"))
     return 0
 
 

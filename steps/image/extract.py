@@ -8,7 +8,8 @@ libarchive-c) is, with its secure flags, and it is 3-5x faster. Here:
   - nothing is written through a symlink: a member below a symlink (or a file)
     of the layer is refused, a member over a symlink replaces it;
   - symlinks may point anywhere: they are stored, never followed;
-  - hardlinks must name a file of the same layer, reached through real directories;
+  - hardlinks must name a file of the same layer (not a symlink, not a directory),
+    reached through real directories, and carry no data of their own;
   - devices, setuid bits, owners and xattrs (file capabilities) are kept;
     overlayfs's own xattrs (trusted.overlay.*) are dropped;
   - whiteouts (.wh.NAME, .wh..wh..opq) become overlayfs's own form once the
@@ -249,13 +250,15 @@ class LayerWriter:
         lb.ffi.entry_copy_pathname(entry, path)
         target = lb.hardlink(entry)
         if target is not None:
-            lb.copy_hardlink(entry, b"/".join(self.hardlink_parts(raw, target)))
+            target_parts = self.hardlink_parts(raw, target)
+            lb.copy_hardlink(entry, b"/".join(target_parts))
+            lb.ffi.entry_set_size(entry, 0)  # a link shares its target's content: no data to write
         lb.drop_overlay_xattrs(entry)
         try:
             lb.ffi.write_header(self.write_p, entry)
         except lb.ffi.ArchiveError as e:
             raise BadInput(f"refusing tar member {shown(raw)}: {e.msg}") from None
-        self.kinds[path] = lb.ffi.entry_filetype(entry) if target is None else stat.S_IFREG
+        self.kinds[path] = lb.ffi.entry_filetype(entry) if target is None else self.kinds[b"/".join(target_parts)]
         self.copy_data(read_p)
 
     def check_parents(self, raw: bytes, parts: list[bytes], what: str) -> None:
@@ -288,6 +291,8 @@ class LayerWriter:
                            "is not in this layer")
         if kind == stat.S_IFDIR:
             raise BadInput(f"refusing tar member {shown(raw)}: hardlink to a directory")
+        if kind == stat.S_IFLNK:  # libarchive would chmod the link's target, wherever it points
+            raise BadInput(f"refusing tar member {shown(raw)}: hardlink to a symlink")
         return parts
 
     def whiteout(self, raw: bytes, parts: list[bytes]) -> None:

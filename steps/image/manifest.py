@@ -107,7 +107,11 @@ def parse_manifest(doc: dict, what: str) -> Manifest:
     layers = doc.get("layers")
     if not isinstance(layers, list):
         raise BadInput(f"{what}: 'layers' is not a list")
-    return Manifest(config, [descriptor(ly, f"{what} layer {i}", LAYER_TYPES) for i, ly in enumerate(layers)])
+    layers = [descriptor(ly, f"{what} layer {i}", LAYER_TYPES) for i, ly in enumerate(layers)]
+    for i, layer in enumerate(layers):
+        if not isinstance(layer.get("size"), int):
+            raise BadInput(f"{what} layer {i}: no size (the OCI image spec requires one)")
+    return Manifest(config, layers)
 
 
 _RUNTIME_LISTS = ("Entrypoint", "Cmd", "Env")
@@ -183,6 +187,11 @@ class VerifyingReader(io.RawIOBase):
 
 def bring_in(store: Store, incoming: Incoming) -> dict:
     """Stage every missing layer, then register the image (see store.py)."""
+    with store.bringing_in():
+        return stage_and_commit(store, incoming)
+
+
+def stage_and_commit(store: Store, incoming: Incoming) -> dict:
     store.clean_tmp()
     for i, layer in enumerate(incoming.layers):
         if store.has_layer(layer.diff_id):

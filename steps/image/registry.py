@@ -22,6 +22,7 @@ import json
 import os
 import re
 import sys
+from contextlib import contextmanager
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from steps import BadInput, DiyError, faults
@@ -40,11 +41,11 @@ from steps.image.manifest import (
 from steps.image.platform import choose
 from steps.image.reference import Reference
 from steps.image.store import Store, check_digest
+from steps.state import private_dir
 
 CHUNK = 1 << 20
 TIMEOUT = (15, 120)
 _CHALLENGE = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^,\s]*))')
-LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 
 class Denied(DiyError):
@@ -81,8 +82,16 @@ def docker_config_credentials(registry: str) -> tuple[str, str] | None:
 
 
 def plain_http_allowed(host: str, insecure: frozenset[str]) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-    return name in LOOPBACK or name.startswith("127.") or host in insecure or name in insecure
+    """Loopback (localhost or a loopback address, not a name that looks like one) and
+    the registries the configuration lists as insecure."""
+    import ipaddress
+
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]")[0]
+    try:
+        loopback = ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = name == "localhost"
+    return loopback or host in insecure or name in insecure
 
 
 class Client:
@@ -128,8 +137,8 @@ class Client:
         try:
             for attempt in range(2):
                 response = self.follow(url, dict(headers or {}), stream)
-                if response.status_code != 401 or attempt:
-                    return self.checked(response, path)
+                if response.status_code != 401 or attempt or urlsplit(response.url).netloc != urlsplit(url).netloc:
+                    return self.checked(response, path)  # only the registry itself may ask for credentials
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.close()
                 self.authenticate(challenge)
@@ -195,12 +204,13 @@ class Client:
         if params.get("service"):
             query["service"] = params["service"]
         response = self.session.get(f"{realm}?{urlencode(query)}", auth=self.credentials, timeout=TIMEOUT,
-                                    verify=self.verify(realm))
+                                    verify=self.verify(realm), allow_redirects=False, stream=True)
         if response.status_code != 200:
+            response.close()
             raise Denied(f"token server {parts.netloc} refused "
                          f"{'the credentials' if self.credentials else 'anonymous access'} "
                          f"({response.status_code})")
-        body = load_json(response.content[:MAX_JSON + 1], "token response")
+        body = load_json(response.raw.read(MAX_JSON + 1, decode_content=True), "token response")
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise DiyError(f"token server {parts.netloc} sent no token")
@@ -242,7 +252,11 @@ class Client:
         data, _ = self.small(f"/v2/{self.ref.repository}/blobs/{config_digest}")
         config_bytes = verify(data, config_digest, f"{self.ref.full} config")
         config = parse_config(config_bytes, f"{self.ref.full} config")
-        sizes = {ly["digest"]: ly.get("size") for ly in manifest.layers}
+        sizes = {ly["digest"]: ly["size"] for ly in manifest.layers}
+        limit = store.instance.max_layer_bytes
+        if any(size > limit for size in sizes.values()):
+            raise BadInput(f"{self.ref.full}: a layer of {max(sizes.values())} bytes is past the limit of "
+                           f"{limit}; raise max_layer_bytes in the config if this image is genuine")
         blobs = layer_blobs(config, manifest, lambda d: (lambda: open(store.blob_path(d), "rb")), self.ref.full)
         self.download_all(store, [b for b in blobs if not store.has_layer(b.diff_id)], sizes, progress)
         self.blob_digests = [b.digest for b in blobs]
@@ -257,7 +271,9 @@ class Client:
 
         if not blobs:
             return
+        private_dir(store.root)
         os.makedirs(os.path.dirname(store.blob_path(blobs[0].digest)), exist_ok=True)
+        blobs = list({b.digest: b for b in blobs}.values())  # a layer listed twice is fetched once
         workers = min(len(blobs), store.instance.pull_parallel)
         with ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(self.download, store.blob_path(b.digest), b.digest, sizes.get(b.digest),
@@ -268,11 +284,8 @@ class Client:
     def download(self, path: str, digest: str, size: int | None, bar) -> None:
         """Fetch a blob into path, resuming a partial download; checked before it is renamed."""
         partial = path + ".partial"
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "r+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # one writer per blob, whatever process pulls it
-            if os.path.exists(path):
-                os.unlink(partial)  # made by this open: the blob was finished meanwhile
+        with open_locked(partial) as f:
+            if f is None:  # finished meanwhile by another pull
                 bar.done(size or 0, "already here")
                 return
             sha, have = hashlib.sha256(), 0
@@ -312,13 +325,42 @@ class Client:
     def fetch_from(self, digest: str, offset: int):
         """GET a blob from offset (a Range request); a registry that cannot resume sends it whole."""
         path = f"/v2/{self.ref.repository}/blobs/{digest}"
+        identity = {"Accept-Encoding": "identity"}  # the blob as stored: its digest is of those bytes
         if offset:
             try:
-                return self.get(path, {"Range": f"bytes={offset}-"}, stream=True)
+                response = self.get(path, {**identity, "Range": f"bytes={offset}-"}, stream=True)
+                if response.status_code != 206 or response.headers.get("Content-Range", "").startswith(
+                        f"bytes {offset}-"):
+                    return response
+                response.close()  # a range other than the one asked for: start over
             except DiyError as e:
                 if " 416 " not in str(e):
                     raise
-        return self.get(path, stream=True)
+        return self.get(path, identity, stream=True)
+
+
+@contextmanager
+def open_locked(partial: str):
+    """The partial download, opened and flocked: one writer per blob, whatever process
+    pulls it. None when the blob was finished (and the partial renamed) meanwhile."""
+    while True:
+        if os.path.exists(partial[:-len(".partial")]):
+            yield None
+            return
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        f = os.fdopen(fd, "r+b")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                same = os.stat(partial).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                yield f
+                return
+        finally:
+            f.close()
+        # the file we locked was renamed (finished) or removed meanwhile: look again
 
 
 def short_reason(error: Exception) -> str:
@@ -395,8 +437,9 @@ def pull(store: Store, ref: Reference, credentials: tuple[str, str] | None = Non
     from steps.image.manifest import bring_in
 
     client = Client(ref, store.instance.insecure, credentials)
-    incoming = client.incoming(store, ref.key, progress or Progress())
-    record = bring_in(store, incoming)
+    with store.bringing_in():
+        incoming = client.incoming(store, ref.key, progress or Progress())
+        record = bring_in(store, incoming)
     for digest in client.blob_digests:
         try:
             os.unlink(store.blob_path(digest))  # unpacked now: the layer is what is kept

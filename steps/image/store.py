@@ -17,18 +17,21 @@ belongs to a record, and a name points only at an image whose layers all exist.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from typing import BinaryIO
 
 from steps import BadInput, DiyError, faults
 from steps.config import Instance
 from steps.image.reference import DIGEST, canonical
 from steps.names import images_dir
-from steps.state import Lock, instance_lock, now_iso, read_json, write_json
+from steps.state import Lock, instance_lock, now_iso, private_dir, read_json, write_json
 
 SHORT = 16  # hex digits of a short link name: 4096-byte mount options hold ~200 layers
 
@@ -99,11 +102,11 @@ class Store:
 
     def lower_dirs(self, record: dict) -> list[str]:
         """Overlay lower dirs, top layer first (absolute paths)."""
-        return [self.layer_dir(d) for d in reversed(record["layers"])]
+        return [self.layer_dir(d) for d in top_first(record["layers"])]
 
     def short_lowers(self, record: dict) -> list[str]:
         """Overlay lower dirs as short links relative to the store root, top first."""
-        return [f"l/{d[7:7 + SHORT]}" for d in reversed(record["layers"])]
+        return [f"l/{d[7:7 + SHORT]}" for d in top_first(record["layers"])]
 
     # --- writing -------------------------------------------------------------
 
@@ -114,21 +117,27 @@ class Store:
         name = f"{os.getpid()}-{process_start(os.getpid())}-{uuid.uuid4().hex[:8]}"
         path = os.path.join(self.root, "tmp", name)
         self.fresh = missing_dirs(os.path.dirname(path))
+        private_dir(self.root)
         os.makedirs(path, mode=0o700)
         os.chmod(path, 0o755)
         return path
 
-    def clean_tmp(self) -> None:
-        """Remove work directories whose process is gone (a kill leaves them)."""
+    def dead_tmp(self) -> list[str]:
+        """Work directories whose process is gone (a kill leaves them)."""
         from steps.facts import process_alive
 
         tmp = os.path.join(self.root, "tmp")
-        for name in os.listdir(tmp) if os.path.isdir(tmp) else []:
+        dead = []
+        for name in sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []:
             pid, _, rest = name.partition("-")
             start = rest.partition("-")[0]
-            if pid.isdigit() and start.isdigit() and process_alive(int(pid), int(start)):
-                continue
-            remove_tree(os.path.join(tmp, name))
+            if not (pid.isdigit() and start.isdigit() and process_alive(int(pid), int(start))):
+                dead.append(os.path.join(tmp, name))
+        return dead
+
+    def clean_tmp(self) -> None:
+        for path in self.dead_tmp():
+            remove_tree(path)
 
     def stage_layer(self, fileobj: BinaryIO, expect: str | None, what: str) -> tuple[str, int]:
         """Unpack one layer and check its diff id; returns (diff id, size)."""
@@ -147,8 +156,13 @@ class Store:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if self.has_layer(diff_id):
                 remove_tree(tmp)
-            else:
+                return diff_id, size
+            try:
                 os.rename(tmp, target)
+            except OSError as e:  # staged meanwhile by another pull: theirs wins
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                remove_tree(tmp)
             return diff_id, size
         except BaseException:
             remove_tree(tmp)
@@ -192,19 +206,25 @@ class Store:
             link = os.path.join(d, diff_id[7:7 + SHORT])
             want = os.path.join("..", "layers", diff_id[7:])
             try:
-                if os.readlink(link) == want:
-                    continue
-                os.unlink(link)
+                current = os.readlink(link)
             except FileNotFoundError:
-                pass
-            os.symlink(want, link)
+                os.symlink(want, link)
+                continue
+            if current != want and os.path.isdir(os.path.join(d, current)):
+                raise DiyError(f"layer {diff_id} shares the first {SHORT} hex digits of its digest with "
+                               f"another layer of the store ({current}): refusing to mix them up")
+            if current != want:
+                os.unlink(link)  # a link left by a removed layer
+                os.symlink(want, link)
 
     def import_tarball(self, fileobj: BinaryIO, ref: str, runtime: dict, source: str) -> dict:
         """A flat rootfs tarball as a one-layer image with a synthesized config."""
-        diff_id, size = self.stage_layer(fileobj, None, source)
-        faults.point("image.apply.mid")
-        config = synthesized_config(diff_id, runtime)
-        return self.commit([canonical(ref)], config, [diff_id], source, {"size": size})
+        with self.bringing_in():
+            self.clean_tmp()
+            diff_id, size = self.stage_layer(fileobj, None, source)
+            faults.point("image.apply.mid")
+            config = synthesized_config(diff_id, runtime)
+            return self.commit([canonical(ref)], config, [diff_id], source, {"size": size})
 
     # --- removing (callers hold self.lock()) ---------------------------------
 
@@ -229,13 +249,56 @@ class Store:
             base = os.path.join(self.root, sub)
             for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
                 if sub == "staged" or f"sha256:{name}" not in used:
-                    remove_tree(os.path.join(base, name))
+                    self.discard(os.path.join(base, name))
                     if sub == "layers":
                         removed_layers.append(f"sha256:{name}")
         self.remove_dangling_links()
         if work:
-            remove_tree(os.path.join(self.root, "blobs"))
+            self.discard(os.path.join(self.root, "blobs"))
         return removed_images, removed_layers
+
+    def discard(self, path: str) -> None:
+        """Move aside in one rename, then delete: a kill midway never leaves a
+        half-deleted layer where a pull would take it for whole."""
+        trash = self.new_tmp()
+        try:
+            os.rename(path, os.path.join(trash, "x"))
+        except FileNotFoundError:
+            pass
+        remove_tree(trash)
+
+    @contextmanager
+    def bringing_in(self):
+        """Held (shared) while work is staged and committed; prune takes it exclusively
+        and keeps unfinished work while any pull, load or import runs."""
+        fresh = missing_dirs(self.root)
+        private_dir(self.root)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        except BaseException:
+            os.close(fd)
+            fd = -1
+            remove_empty(reversed(fresh))  # refused before anything landed: not even the store is left
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    @contextmanager
+    def quiet(self):
+        """Yields whether no pull, load or import runs, holding that true for the block."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                idle = True
+            except BlockingIOError:
+                idle = False
+            yield idle
+        finally:
+            os.close(fd)
 
     def remove_dangling_links(self) -> None:
         d = os.path.join(self.root, "l")
@@ -243,6 +306,12 @@ class Store:
             path = os.path.join(d, name)
             if not os.path.exists(path):
                 os.unlink(path)
+
+
+def top_first(layers: list[str]) -> list[str]:
+    """Layers top first, a layer listed twice only where it is highest: overlayfs refuses
+    the same lower dir twice, and the higher copy already shows all the lower one did."""
+    return list(dict.fromkeys(reversed(layers)))
 
 
 def missing_dirs(path: str) -> list[str]:
