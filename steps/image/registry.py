@@ -10,8 +10,7 @@ Authorization header never goes to another host (blob storage behind a CDN).
 HTTPS always, except for loopback and the registries listed as insecure.
 Every blob is checked against its digest before it is used.
 
-requests (not urllib) for connection pooling, streaming and proxies; tqdm for
-the per-layer progress bars on a terminal.
+requests (not urllib) for connection pooling, streaming and proxies.
 """
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from contextlib import contextmanager
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -39,6 +37,7 @@ from steps.image.manifest import (
     verify,
 )
 from steps.image.platform import choose
+from steps.image.progress import Progress
 from steps.image.reference import Reference
 from steps.image.store import Store, check_digest
 from steps.state import private_dir
@@ -385,51 +384,6 @@ def registry_error(body: str) -> str:
         return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors[:2])
     except (ValueError, AttributeError):
         return body.strip()[:120]
-
-
-def terminal_width(stream) -> int:
-    """Columns of the terminal (0 when it does not say, as a fresh pty: tqdm would draw nothing)."""
-    try:
-        return os.get_terminal_size(stream.fileno()).columns
-    except (OSError, ValueError, AttributeError):
-        return 0
-
-
-class Progress:
-    """A tqdm bar per layer on a terminal, else one quiet line per finished layer."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.count = 0
-
-    def bar(self, digest: str, size: int | None):
-        self.count += 1
-        return LayerBar(self, digest, size, self.count - 1)
-
-
-class LayerBar:
-    def __init__(self, progress: Progress, digest: str, size: int | None, position: int):
-        self.progress, self.digest, self.size, self.position = progress, digest, size, position
-        self.tqdm = None
-
-    def start(self, have: int) -> None:
-        if self.progress.tty:
-            from tqdm import tqdm
-
-            self.tqdm = tqdm(total=self.size, initial=have, unit="B", unit_scale=True, position=self.position,
-                             desc=self.digest[7:19], file=self.progress.stream, leave=True,
-                             **({} if terminal_width(self.progress.stream) else {"ncols": 100, "nrows": 50}))
-
-    def update(self, n: int) -> None:
-        if self.tqdm is not None:
-            self.tqdm.update(n)
-
-    def done(self, have: int, what: str) -> None:
-        if self.tqdm is not None:
-            self.tqdm.close()
-        else:
-            print(f"  layer {self.digest[7:19]}: {what} ({have / 1e6:.1f} MB)", file=self.progress.stream)
 
 
 def pull(store: Store, ref: Reference, credentials: tuple[str, str] | None = None, progress=None) -> dict:

@@ -1,0 +1,112 @@
+"""What feeds libarchive a layer: the decompressed stream, hashed and counted.
+
+A feeder thread decompresses (by magic bytes), hashes (the diff id) and counts
+the stream into a pipe, so a layer inflating past the limit is stopped; an
+uncompressed tar file is read by libarchive itself and hashed beside it.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import lzma
+import os
+import stat
+import threading
+from typing import BinaryIO
+
+from steps import BadInput
+
+CHUNK = 1 << 20
+
+
+class Inflated(BadInput):
+    pass
+
+
+def decompressed(f: BinaryIO) -> BinaryIO:
+    """Wrap f in the decompressor its magic bytes ask for (gzip, zstd, bzip2, xz, none)."""
+    head = f.peek(6)[:6] if hasattr(f, "peek") else b""
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(f, mode="rb")
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(f, mode="rb")
+    return f
+
+
+class Feeder(threading.Thread):
+    """Decompresses, hashes and counts the stream, and writes it into a pipe for libarchive."""
+
+    def __init__(self, source: BinaryIO, fd: int, limit: int | None):
+        super().__init__(daemon=True)
+        self.source, self.fd, self.limit = source, fd, limit
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.pump()
+        except BrokenPipeError:
+            pass  # the reader stopped first: its error is the one to report
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+        finally:
+            os.close(self.fd)
+
+    def pump(self) -> None:
+        stream = decompressed(self.source)
+        while data := stream.read(CHUNK):
+            self.size += len(data)
+            if self.limit is not None and self.size > self.limit:
+                raise Inflated(f"layer inflates past the limit of {self.limit} bytes; "
+                               "raise max_layer_bytes in the config if this image is genuine")
+            self.sha.update(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+
+class FileHasher(threading.Thread):
+    """For an uncompressed tar file: libarchive reads the file itself, and this
+    thread hashes it beside, through an open file of its own."""
+
+    def __init__(self, fd: int, limit: int | None):
+        super().__init__(daemon=True)
+        self.fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        self.sha = hashlib.sha256()
+        self.size = os.fstat(self.fd).st_size
+        self.error: BaseException | None = None
+        if limit is not None and self.size > limit:
+            os.close(self.fd)
+            raise Inflated(f"layer is {self.size} bytes, past the limit of {limit} bytes; "
+                           "raise max_layer_bytes in the config if this image is genuine")
+
+    def run(self) -> None:
+        try:
+            while data := os.read(self.fd, 4 * CHUNK):
+                self.sha.update(data)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+        finally:
+            os.close(self.fd)
+
+
+def plain_file(fileobj: BinaryIO) -> int | None:
+    """The fd of an uncompressed regular file read from its start, else None."""
+    try:
+        fd = fileobj.fileno()
+        at_start = fileobj.tell() == 0
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not at_start or not stat.S_ISREG(os.fstat(fd).st_mode):
+        return None
+    head = os.pread(fd, 6, 0)
+    magics = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00")
+    return None if any(head.startswith(m) for m in magics) else fd
