@@ -12,7 +12,7 @@ import os
 from steps import Change, Step, StepFailed, absent, applied, faults, linux, partial
 from steps.facts import mounts_at, parse_overlay_options
 from steps.image.store import Store
-from steps.state import save_record
+from steps.state import private_dir, save_record
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -48,6 +48,7 @@ class LayersStep(Step):
         if len(options) >= PAGE_SIZE:
             raise StepFailed(f"image {self.ctx.spec['image']} has {len(record['layers'])} layers: too many "
                              f"for one overlay mount ({len(options)} bytes of options, the limit is {PAGE_SIZE})")
+        private_dir(store.root)  # (a store made before it was root-only gets tightened here)
         store.link_short(record["layers"])
         with InDirectory(store.root):
             linux.mount("overlay", self.ctx.names.merged, "overlay", 0, options)
