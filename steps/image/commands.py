@@ -42,7 +42,6 @@ def import_rootfs(path: str, ref: str) -> int:
     """A flat rootfs tarball (docker export, debootstrap) as a one-layer image."""
     key = canonical(ref)
     store = Store(config.load())
-    store.clean_tmp()
     with open_tarball(path) as f:
         record = store.import_tarball(f, key, {}, f"imported from {path}")
     say(f"{key} {record['id']}")
@@ -54,7 +53,6 @@ def from_docker(ref: str) -> int:
     key = canonical(ref)
     docker = docker_cli()
     store = Store(config.load())
-    store.clean_tmp()
     tmp = store.new_tmp()
     archive = os.path.join(tmp, "save.tar")
     try:

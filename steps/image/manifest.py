@@ -59,11 +59,16 @@ def read_limited(f: BinaryIO, what: str) -> bytes:
     return data
 
 
-def verify(data: bytes, digest: str, what: str) -> bytes:
-    check_digest(digest)
-    got = "sha256:" + hashlib.sha256(data).hexdigest()
+def check_hash(sha, digest: str, what: str) -> None:
+    """Refuse content whose sha256 is not the digest that names it."""
+    got = "sha256:" + sha.hexdigest()
     if got != digest:
         raise BadInput(f"{what}: digest mismatch, expected {digest}, got {got}")
+
+
+def verify(data: bytes, digest: str, what: str) -> bytes:
+    check_digest(digest)
+    check_hash(hashlib.sha256(data), digest, what)
     return data
 
 
@@ -179,9 +184,8 @@ class VerifyingReader(io.RawIOBase):
         if data:
             self.sha.update(data)
             buffer[:len(data)] = data
-        elif "sha256:" + self.sha.hexdigest() != self.digest:
-            raise BadInput(f"{self.what}: digest mismatch, expected {self.digest}, "
-                           f"got sha256:{self.sha.hexdigest()}")
+        else:
+            check_hash(self.sha, self.digest, self.what)
         return len(data)
 
 

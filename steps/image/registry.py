@@ -29,6 +29,7 @@ from steps.image.manifest import (
     MAX_JSON,
     Incoming,
     LayerBlob,
+    check_hash,
     kind_of,
     layer_blobs,
     load_json,
@@ -39,8 +40,7 @@ from steps.image.manifest import (
 from steps.image.platform import choose
 from steps.image.progress import Progress
 from steps.image.reference import Reference
-from steps.image.store import Store, check_digest
-from steps.state import private_dir
+from steps.image.store import Store, check_digest, sha256_digest
 
 CHUNK = 1 << 20
 TIMEOUT = (15, 120)
@@ -232,7 +232,7 @@ class Client:
         repo, ref = self.ref.repository, self.ref.manifest_ref
         for _ in range(3):
             data, response = self.small(f"/v2/{repo}/manifests/{ref}", {"Accept": ACCEPT})
-            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            digest = sha256_digest(data)
             if ref.startswith("sha256:"):
                 verify(data, ref, f"{self.ref.full} manifest")
             sent = response.headers.get("Docker-Content-Digest")
@@ -270,29 +270,28 @@ class Client:
 
         if not blobs:
             return
-        private_dir(store.root)
         os.makedirs(os.path.dirname(store.blob_path(blobs[0].digest)), exist_ok=True)
         blobs = list({b.digest: b for b in blobs}.values())  # a layer listed twice is fetched once
         workers = min(len(blobs), store.instance.pull_parallel)
         with ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(self.download, store.blob_path(b.digest), b.digest, sizes.get(b.digest),
-                                   progress.bar(b.digest, sizes.get(b.digest))) for b in blobs]
+            futures = [pool.submit(self.download, store.blob_path(b.digest), b.digest, sizes[b.digest],
+                                   progress.bar(b.digest, sizes[b.digest])) for b in blobs]
             for future in futures:
                 future.result()
 
-    def download(self, path: str, digest: str, size: int | None, bar) -> None:
+    def download(self, path: str, digest: str, size: int, bar) -> None:
         """Fetch a blob into path, resuming a partial download; checked before it is renamed."""
         partial = path + ".partial"
         with open_locked(partial) as f:
             if f is None:  # finished meanwhile by another pull
-                bar.done(size or 0, "already here")
+                bar.done(size, "already here")
                 return
             sha, have = hashlib.sha256(), 0
             while chunk := f.read(CHUNK):
                 sha.update(chunk)
                 have += len(chunk)
             resumed = have
-            if size is None or have < size:
+            if have < size:
                 response = self.fetch_from(digest, have)
                 if response.status_code != 206:
                     f.seek(0)
@@ -304,7 +303,7 @@ class Client:
             bar.start(have)
             for chunk in chunks:
                 have += len(chunk)
-                if size is not None and have > size:
+                if have > size:
                     raise BadInput(f"{self.ref.full} layer {digest[:19]}: the registry sent more than "
                                    f"its {size} bytes")
                 sha.update(chunk)
@@ -314,10 +313,11 @@ class Client:
                     f.flush()  # so a kill here leaves what was received, as a crash between chunks does
                     faults.point("image.download.mid")
             f.flush()
-            got = "sha256:" + sha.hexdigest()
-            if got != digest:
+            try:
+                check_hash(sha, digest, f"{self.ref.full} layer")
+            except BadInput:
                 f.truncate(0)
-                raise BadInput(f"{self.ref.full} layer: digest mismatch, expected {digest}, got {got}")
+                raise
             os.rename(partial, path)
             bar.done(have, f"downloaded, resumed at {resumed} bytes" if resumed else "downloaded")
 
@@ -388,12 +388,12 @@ def registry_error(body: str) -> str:
 
 def pull(store: Store, ref: Reference, credentials: tuple[str, str] | None = None, progress=None) -> dict:
     """Bring ref into the store from its registry; returns the image record."""
-    from steps.image.manifest import bring_in
+    from steps.image.manifest import stage_and_commit
 
     client = Client(ref, store.instance.insecure, credentials)
     with store.bringing_in():
         incoming = client.incoming(store, ref.key, progress or Progress())
-        record = bring_in(store, incoming)
+        record = stage_and_commit(store, incoming)
     for digest in client.blob_digests:
         try:
             os.unlink(store.blob_path(digest))  # unpacked now: the layer is what is kept

@@ -51,7 +51,6 @@ class Store:
     def __init__(self, instance: Instance):
         self.instance = instance
         self.root = images_dir(instance)
-        self.fresh: list[str] = []
 
     # --- paths ---------------------------------------------------------------
 
@@ -116,7 +115,6 @@ class Store:
 
         name = f"{os.getpid()}-{process_start(os.getpid())}-{uuid.uuid4().hex[:8]}"
         path = os.path.join(self.root, "tmp", name)
-        self.fresh = missing_dirs(os.path.dirname(path))
         private_dir(self.root)
         os.makedirs(path, mode=0o700)
         os.chmod(path, 0o755)
@@ -166,7 +164,6 @@ class Store:
             return diff_id, size
         except BaseException:
             remove_tree(tmp)
-            remove_empty(reversed(self.fresh))  # a refused layer leaves no trace, not even the store
             raise
 
     def commit(self, keys: list[str], config_bytes: bytes, layers: list[str], source: str,
@@ -271,7 +268,7 @@ class Store:
     def bringing_in(self):
         """Held (shared) while work is staged and committed; prune takes it exclusively
         and keeps unfinished work while any pull, load or import runs."""
-        fresh = missing_dirs(self.root)
+        fresh = missing_dirs(os.path.join(self.root, "tmp"))
         private_dir(self.root)
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -280,7 +277,7 @@ class Store:
         except BaseException:
             os.close(fd)
             fd = -1
-            remove_empty(reversed(fresh))  # refused before anything landed: not even the store is left
+            remove_empty(reversed(fresh))  # a refused image leaves no trace, not even the store
             raise
         finally:
             if fd >= 0:

@@ -24,20 +24,30 @@ class Inflated(BadInput):
     pass
 
 
+def zstd_reader(f: BinaryIO) -> BinaryIO:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+
+
+# magic bytes -> the reader that decompresses them
+DECOMPRESSORS = {
+    b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
+    b"\x28\xb5\x2f\xfd": zstd_reader,
+    b"BZh": lambda f: bz2.BZ2File(f, mode="rb"),
+    b"\xfd7zXZ\x00": lambda f: lzma.LZMAFile(f, mode="rb"),
+}
+
+
+def compressed_by(head: bytes):
+    """The decompressor the first bytes of a stream ask for, or None."""
+    return next((make for magic, make in DECOMPRESSORS.items() if head.startswith(magic)), None)
+
+
 def decompressed(f: BinaryIO) -> BinaryIO:
     """Wrap f in the decompressor its magic bytes ask for (gzip, zstd, bzip2, xz, none)."""
-    head = f.peek(6)[:6] if hasattr(f, "peek") else b""
-    if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=f, mode="rb")
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-    if head.startswith(b"BZh"):
-        return bz2.BZ2File(f, mode="rb")
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(f, mode="rb")
-    return f
+    make = compressed_by(f.peek(6)[:6] if hasattr(f, "peek") else b"")
+    return make(f) if make else f
 
 
 class Feeder(threading.Thread):
@@ -107,6 +117,4 @@ def plain_file(fileobj: BinaryIO) -> int | None:
         return None
     if not at_start or not stat.S_ISREG(os.fstat(fd).st_mode):
         return None
-    head = os.pread(fd, 6, 0)
-    magics = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00")
-    return None if any(head.startswith(m) for m in magics) else fd
+    return None if compressed_by(os.pread(fd, 6, 0)) else fd
