@@ -140,7 +140,7 @@ class LaunchStep(Step):
         return partial([start], "init exited; runtime state left")
 
     def apply(self):
-        from steps.monitor import Monitor, spawn_detached
+        from steps.runtime.monitor import Monitor, spawn_detached
 
         if self.check().applied:
             return

@@ -34,9 +34,21 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
 
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "s390x": 280}
+_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+_CAP_VERSION_3 = 0x20080522
 _libc = None
 
 
@@ -67,11 +79,16 @@ def umount(target: str, flags: int = 0) -> None:
         _raise("umount", target)
 
 
+def _syscall_number(table: dict[str, int], op: str) -> int:
+    number = table.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, f"{op}: unsupported architecture {platform.machine()}")
+    return number
+
+
 def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2) has no glibc wrapper; the syscall number depends on the arch."""
-    number = _PIVOT_ROOT.get(platform.machine())
-    if number is None:
-        raise OSError(errno.ENOSYS, f"pivot_root: unsupported architecture {platform.machine()}")
+    number = _syscall_number(_PIVOT_ROOT, "pivot_root")
     if _lib().syscall(ctypes.c_long(number), _b(new_root), _b(put_old)) != 0:
         _raise("pivot_root", new_root)
 
@@ -86,9 +103,76 @@ def setns(fd: int, nstype: int = 0) -> None:
         _raise("setns", f"fd {fd}")
 
 
-def prctl(option: int, arg: int) -> None:
-    if _lib().prctl(ctypes.c_int(option), ctypes.c_ulong(arg), 0, 0, 0) != 0:
+def prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
+    if _lib().prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(arg3),
+                    ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
         _raise("prctl", str(option))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) of this thread, 64-bit masks (version 3: two 32-bit words each)."""
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    if _lib().capset(ctypes.byref(header), data) != 0:
+        _raise("capset", hex(permitted))
+
+
+def drop_bounding(cap: int) -> None:
+    """Remove one capability from the bounding set (prctl(2) PR_CAPBSET_DROP); EINVAL means
+    the kernel does not know it, so there is nothing to drop."""
+    if _lib().prctl(ctypes.c_int(PR_CAPBSET_DROP), ctypes.c_ulong(cap), 0, 0, 0) != 0:
+        if ctypes.get_errno() != errno.EINVAL:
+            _raise("prctl PR_CAPBSET_DROP", str(cap))
+
+
+def join_session_keyring() -> None:
+    """A new anonymous session keyring (keyctl(2) KEYCTL_JOIN_SESSION_KEYRING with NULL):
+    keys added inside never reach the caller's session keyring."""
+    number = _syscall_number(_KEYCTL, "keyctl")
+    if _lib().syscall(ctypes.c_long(number), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), None) < 0:
+        _raise("keyctl JOIN_SESSION_KEYRING")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_load(program: bytes) -> None:
+    """Install a classic-BPF seccomp filter (struct sock_filter[], 8 bytes each) on this
+    thread: prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sock_fprog), seccomp(2). Needs
+    no_new_privs or CAP_SYS_ADMIN."""
+    if not program or len(program) % 8:
+        raise OSError(errno.EINVAL, "seccomp: a BPF program is a non-empty list of 8-byte instructions")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if _lib().prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                    ctypes.c_void_p(ctypes.addressof(prog)), 0, 0) != 0:
+        _raise("prctl PR_SET_SECCOMP")
+
+
+def bpf(cmd: int, attr: bytes) -> int:
+    """bpf(2) with a union bpf_attr packed by the caller; returns the syscall's result (an fd
+    for BPF_PROG_LOAD). The kernel may write into attr (the verifier log)."""
+    number = _syscall_number(_BPF, "bpf")
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    result = _lib().syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr)))
+    if result < 0:
+        _raise("bpf", f"command {cmd}")
+    return result
 
 
 def sethostname(name: str) -> None:

@@ -66,7 +66,7 @@ class Monitor:
 
     def spawn(self) -> int:
         """Start the init; returns its pid once it has exec'd the command."""
-        from steps.init import setup
+        from steps.runtime.init import setup
 
         plan = self.plan()
         self.save_terminal()

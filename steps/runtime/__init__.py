@@ -1,0 +1,1 @@
+"""What runs around the container's processes: its init, the monitor, the terminal, the security profile."""
