@@ -19,7 +19,7 @@ def _out(check=False, json=False, no_rollback=False):
     return Output(as_json=json, check=check, rollback=not no_rollback)
 
 
-@task(iterable=["env", "volume", "publish"], help={
+@task(iterable=["env", "volume", "publish", "cap_add", "cap_drop", "security_opt"], help={
     "name": "container name (letters, digits, _ . -; up to 64); generated when omitted",
     "image": "image [REGISTRY/]NAME[:TAG][@DIGEST], pulled when missing; `busybox` is built in "
              "from the host's busybox-static",
@@ -36,13 +36,21 @@ def _out(check=False, json=False, no_rollback=False):
     "detach": "run in the background (a monitor process stays behind)",
     "network": "bridge (default: an address on the instance bridge, NAT out) or none (lo only)",
     "publish": "[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] (repeatable)",
+    "privileged": "no confinement: every capability, no seccomp, no masked paths, /sys and cgroupfs "
+                  "writable, the host's devices",
+    "cap_add": "add a capability to Docker's default set (repeatable; NET_ADMIN or CAP_NET_ADMIN, or ALL)",
+    "cap_drop": "drop a capability from the set (repeatable; a name or ALL)",
+    "security_opt": "seccomp=unconfined | seccomp=PROFILE.json (Docker's format) | no-new-privileges (repeatable)",
+    "tty": "give the container a terminal of its own (a pty), relayed to this one",
+    "interactive": "keep the container's stdin open (else it reads /dev/null)",
     "no_rollback": "on failure keep what was applied, for debugging",
     **OUTPUT_HELP,
 })
 @guarded
 def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, hostname=None,
         memory=None, cpus=None, pids_limit=None, rm=False, detach=False, network=None, publish=None,
-        user=None, entrypoint=None, check=False, json=False, no_rollback=False):
+        user=None, entrypoint=None, privileged=False, cap_add=None, cap_drop=None, security_opt=None,
+        tty=False, interactive=False, check=False, json=False, no_rollback=False):
     """Create and start a container: run --name N --image I [flags] -- COMMAND [ARGS...]."""
     from steps.lifecycle import RunOptions
     from steps.lifecycle import run as run_container
@@ -50,7 +58,9 @@ def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, host
     opts = RunOptions(name=name, image=image, command=command_words(), env=env or [],
                       workdir=workdir, hostname=hostname, volumes=volume or [], memory=memory,
                       cpus=cpus, pids_limit=pids_limit, rm=rm, detach=detach, network=network,
-                      publish=publish or [], user=user, entrypoint=entrypoint)
+                      publish=publish or [], user=user, entrypoint=entrypoint, privileged=privileged,
+                      cap_add=cap_add or [], cap_drop=cap_drop or [], security_opt=security_opt or [],
+                      tty=tty, interactive=interactive)
     return run_container(opts, _out(check, json, no_rollback))
 
 

@@ -14,7 +14,7 @@ import signal
 import time
 
 from steps import BadInput, Change, Step, StepFailed, absent, applied, faults, partial
-from steps.facts import Hierarchy, controller_hierarchies
+from steps.facts import Hierarchy, cgroup_hierarchies, controller_hierarchies
 from steps.state import read_value as read
 from steps.state import write_value as write
 
@@ -90,10 +90,11 @@ def desired_files(h: Hierarchy, spec: dict) -> dict[str, str]:
 
 
 def hierarchies() -> list[Hierarchy]:
-    chosen = list(dict.fromkeys(controller_hierarchies().values()))
-    if not chosen:
+    """Every mounted hierarchy: the container gets its own cgroup in each (a process left in
+    the host's root cgroup of, say, freezer or devices could reach the host's release_agent)."""
+    if not controller_hierarchies():
         raise StepFailed("cannot find a cgroup hierarchy with memory, cpu or pids; is cgroupfs mounted?")
-    return chosen
+    return list(cgroup_hierarchies())
 
 
 def cgroup_dirs(cgroup_path: str) -> list[tuple[Hierarchy, str]]:
@@ -129,6 +130,49 @@ def _same(name: str, have: str | None, want: str) -> bool:
     return have == want
 
 
+def subtree(d: str) -> list[str]:
+    """d and every cgroup below it (made by a container that could write its cgroupfs),
+    deepest first: the order rmdir needs."""
+    found = [dirpath for dirpath, _, _ in os.walk(d)]
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def fill_cpuset(h: Hierarchy, d: str) -> None:
+    """A v1 cpuset cgroup takes no task until cpus and mems are set: copy them down from the
+    nearest ancestor that has them (cgroup-v1/cpusets.rst)."""
+    if "cpuset" not in h.controllers or h.version != 1:
+        return
+    rel = os.path.relpath(d, h.root)
+    current = h.root
+    for part in rel.split("/"):
+        parent, current = current, os.path.join(current, part)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if not (read(os.path.join(current, name)) or "").strip():
+                write(os.path.join(current, name), read(os.path.join(parent, name)) or "")
+
+
+def device_rules(spec: dict):
+    from steps.runtime import devices
+
+    return devices.default_rules(bool(spec.get("privileged")))
+
+
+def devices_differ(h: Hierarchy, d: str, spec: dict) -> bool:
+    """Whether the device allowlist is missing: the v1 devices controller, else (pure v2, no v1
+    devices hierarchy) a BPF device program on the v2 cgroup."""
+    from steps.runtime import devices
+
+    if h.version == 1 and "devices" in h.controllers:
+        return not devices.v1_matches(d, device_rules(spec))
+    if h.version == 2 and not has_v1_devices():
+        return devices.v2_attached(d) < 1
+    return False
+
+
+def has_v1_devices() -> bool:
+    return any(h.version == 1 and "devices" in h.controllers for h in cgroup_hierarchies())
+
+
 class CgroupStep(Step):
     name = "cgroup"
 
@@ -147,6 +191,9 @@ class CgroupStep(Step):
                 have = read(os.path.join(d, name))
                 if have is not None and not _same(name, have, want):
                     changes.append(Change(f"{d}/{name}", have, want))
+            if devices_differ(h, d, self.ctx.spec):
+                changes.append(Change(f"device allowlist of {d}", "absent", "Docker's default"
+                                      if not self.ctx.spec.get("privileged") else "all (privileged)"))
         if not changes:
             return applied(f"{self.path} ({self.summary()})")
         return (partial if present else absent)(changes)
@@ -164,6 +211,16 @@ class CgroupStep(Step):
             faults.point("cgroup.apply.mid")
             for name, want in desired_files(h, self.ctx.spec).items():
                 self.write_limit(d, name, want)
+            if devices_differ(h, d, self.ctx.spec):
+                self.limit_devices(h, d)
+
+    def limit_devices(self, h: Hierarchy, d: str) -> None:
+        from steps.runtime import devices
+
+        if h.version == 1:
+            devices.v1_apply(d, device_rules(self.ctx.spec))
+        else:
+            devices.v2_attach(d, device_rules(self.ctx.spec))
 
     def make(self, h: Hierarchy, d: str) -> None:
         parent = os.path.dirname(d)
@@ -173,6 +230,7 @@ class CgroupStep(Step):
                 if h.version == 2:
                     self.enable_controllers(h, parent)
                 os.makedirs(d, exist_ok=True)
+                fill_cpuset(h, d)
                 return
             except FileNotFoundError:
                 time.sleep(0.01)
@@ -208,21 +266,26 @@ class CgroupStep(Step):
             write(path, want)
 
     def undo(self):
+        dirs = [d for _, d in cgroup_dirs(self.path) if os.path.isdir(d)]
+        for d in dirs:  # every hierarchy first: a process is in one cgroup of each
+            self.kill_all(d)
+        faults.point("cgroup.undo.mid")
+        for d in dirs:
+            for sub in subtree(d):
+                self.remove(sub)
         for _, d in cgroup_dirs(self.path):
-            if os.path.isdir(d):
-                self.kill_all(d)
-                faults.point("cgroup.undo.mid")
-                self.remove(d)
             try:
                 os.rmdir(os.path.dirname(d))  # the instance's parent, when this was its last
             except OSError:
                 pass
 
     def kill_all(self, d: str) -> None:
+        """SIGKILL to everything in d and below, until they are gone (cgroup.kill on v2 kills
+        the whole subtree at once; v1 needs the walk)."""
         if os.path.exists(os.path.join(d, "cgroup.kill")):
             write(os.path.join(d, "cgroup.kill"), "1")
         deadline = time.monotonic() + 10
-        while (pids := procs(d)) and time.monotonic() < deadline:
+        while (pids := [p for sub in subtree(d) for p in procs(sub)]) and time.monotonic() < deadline:
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)

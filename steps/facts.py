@@ -132,6 +132,7 @@ class Hierarchy:
     version: int
     root: str
     controllers: frozenset[str]
+    name: str = ""  # a named v1 hierarchy without controllers, e.g. "name=systemd"
 
 
 def parse_hierarchies(mount_list: list[Mount], v2_controllers: str) -> list[Hierarchy]:
@@ -142,9 +143,11 @@ def parse_hierarchies(mount_list: list[Mount], v2_controllers: str) -> list[Hier
             found.append(Hierarchy(2, m.mount_point, frozenset(v2_controllers.split())))
         elif m.fstype == "cgroup" and m.root == "/":
             ctrls = frozenset(o for o in m.super_options if o in V1_CONTROLLERS)
-            if ctrls and ctrls not in seen:
-                seen.add(ctrls)
-                found.append(Hierarchy(1, m.mount_point, ctrls))
+            name = next((o for o in sorted(m.super_options) if o.startswith("name=")), "")
+            key = ctrls or frozenset([name])
+            if (ctrls or name) and key not in seen:
+                seen.add(key)
+                found.append(Hierarchy(1, m.mount_point, ctrls, "" if ctrls else name))
     return found
 
 

@@ -51,7 +51,8 @@ class LayersStep(Step):
         private_dir(store.root)  # (a store made before it was root-only gets tightened here)
         store.link_short(record["layers"])
         with InDirectory(store.root):
-            linux.mount("overlay", self.ctx.names.merged, "overlay", 0, options)
+            # nodev: a device node shipped in an image or made inside never opens (mount(2))
+            linux.mount("overlay", self.ctx.names.merged, "overlay", linux.MS_NODEV, options)
 
     def check(self):
         n = self.ctx.names
@@ -66,7 +67,7 @@ class LayersStep(Step):
         except (StepFailed, KeyError):  # no record or no image: what is mounted cannot be ours to keep
             return partial([Change(f"mount on {n.merged}", f"{top.fstype} {top.source}", "unknown image")])
         have = parse_overlay_options(top.super_options)
-        if top.fstype != "overlay" or any(have.get(k) != v for k, v in want.items()):
+        if top.fstype != "overlay" or "nodev" not in top.options or any(have.get(k) != v for k, v in want.items()):
             return partial([Change(f"mount on {n.merged}", f"{top.fstype} {top.source}", "our overlay")])
         return applied(f"overlay on {n.merged}")
 

@@ -44,6 +44,12 @@ class RunOptions:
     publish: list[str] = field(default_factory=list)
     user: str | None = None
     entrypoint: str | None = None
+    privileged: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    tty: bool = False
+    interactive: bool = False
 
 
 def names_for(name: str) -> Names:
@@ -126,13 +132,15 @@ def stop_orphan(ctx: Context) -> None:
 
 def run(opts: RunOptions, out: Output) -> int:
     names = names_for(opts.name if opts.name is not None else unused_name())
+    security = specs.parse_security(opts.privileged, opts.cap_add, opts.cap_drop, opts.security_opt)
     spec = specs.build(names.container, opts.image, opts.command, opts.env, opts.workdir,
                        opts.hostname, opts.volumes, opts.memory, opts.cpus, opts.pids_limit, opts.rm,
-                       opts.network, opts.publish, opts.user, opts.entrypoint)
+                       opts.network, opts.publish, opts.user, opts.entrypoint, security,
+                       tty=opts.tty, interactive=opts.interactive)
     reporter = out.reporter(attached=not opts.detach)
     if opts.name is None:
         reporter.message(f"name: {names.container}")
-    ctx = Context(names.instance, names, spec, attach=not opts.detach, tty=not opts.detach and os.isatty(0))
+    ctx = Context(names.instance, names, spec, attach=not opts.detach)
     if out.check:
         Engine(ctx, reporter, check_only=True, pipeline="run").run("run")
         reporter.recap(names.container, "run (check)")
@@ -230,7 +238,7 @@ def start(name: str, attach: bool, out: Output) -> int:
     reporter = out.reporter(attached=attach)
     existing(names)
     with settled(names, out.check):
-        ctx = Context(names.instance, names, existing(names), attach=attach, tty=attach and os.isatty(0))
+        ctx = Context(names.instance, names, existing(names), attach=attach)
         if pid := running_pid(names):
             raise DiyError(f"container {name} is already running (pid {pid})")
         if ctx.spec.get("network", "bridge") == "bridge":

@@ -226,3 +226,91 @@ def leave_netns(back: int) -> None:
         setns(back, CLONE_NEWNET)
     finally:
         os.close(back)
+
+
+# --- bpf(2): the cgroup v2 device program ---
+# include/uapi/linux/bpf.h: each command reads its own member of union bpf_attr. We pass a
+# zeroed buffer larger than any kernel's union: the kernel copies what it knows, requires the
+# tail to be zero, and may write results back (BPF_PROG_QUERY writes prog_cnt and, since
+# 6.6, query.revision at offset 56, past the fields we fill), so writes always land in it.
+
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_QUERY = 16
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+_BPF_ATTR_SIZE = 256
+_BPF_LOG_SIZE = 1 << 20
+
+
+def _bpf_attr(head: bytes) -> ctypes.Array:
+    """A zeroed union bpf_attr buffer starting with head; the kernel may write into it."""
+    buf = ctypes.create_string_buffer(_BPF_ATTR_SIZE)
+    ctypes.memmove(buf, head, len(head))
+    return buf
+
+
+def _bpf_call(cmd: int, attr: ctypes.Array, op: str) -> int:
+    """bpf(2) on attr in place; OSError "op: reason" on failure."""
+    number = _syscall_number(_BPF, "bpf")
+    result = _lib().syscall(ctypes.c_long(number), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr)))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{op}: {os.strerror(err)}")
+    return result
+
+
+def _prog_load_attr(prog_type: int, insns: ctypes.Array, license: ctypes.Array, name: bytes,
+                    log: ctypes.Array | None) -> ctypes.Array:
+    """The BPF_PROG_LOAD member: prog_type, insn_cnt, insns, license, log_level, log_size,
+    log_buf, kern_version, prog_flags, prog_name[16] (offsets 0..63)."""
+    log_addr = ctypes.addressof(log) if log is not None else 0
+    head = struct.pack("=IIQQIIQII16s", prog_type, len(insns) // 8, ctypes.addressof(insns),
+                       ctypes.addressof(license), 1 if log is not None else 0,
+                       len(log) if log is not None else 0, log_addr, 0, 0, name[:15])
+    return _bpf_attr(head)
+
+
+def _verifier_reason(log: bytes) -> str:
+    """The line of the verifier's log that says why it refused (the last one before its
+    "processed N insns" statistics), or '' when it wrote nothing."""
+    lines = [line.strip() for line in log.split(b"\0", 1)[0].decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("processed ", "verification time"))]
+    return lines[-1] if lines else ""
+
+
+def bpf_prog_load(prog_type: int, program: bytes, license: str, name: str = "") -> int:
+    """Load an eBPF program (BPF_PROG_LOAD); returns its fd, which the caller closes.
+
+    The first try has no log (a too-small log buffer fails a good program with ENOSPC); on
+    failure a second try with a verifier log puts the verifier's reason in the message."""
+    if not program or len(program) % 8:
+        raise OSError(errno.EINVAL, "bpf BPF_PROG_LOAD: an eBPF program is a non-empty list of 8-byte instructions")
+    insns = ctypes.create_string_buffer(program, len(program))
+    lic = ctypes.create_string_buffer(license.encode())
+    attr = _prog_load_attr(prog_type, insns, lic, name.encode(), None)
+    try:
+        return _bpf_call(BPF_PROG_LOAD, attr, "bpf BPF_PROG_LOAD")
+    except OSError as first:
+        log = ctypes.create_string_buffer(_BPF_LOG_SIZE)
+        attr = _prog_load_attr(prog_type, insns, lic, name.encode(), log)
+        try:
+            return _bpf_call(BPF_PROG_LOAD, attr, "bpf BPF_PROG_LOAD")
+        except OSError:
+            reason = _verifier_reason(log.raw)
+            raise OSError(first.errno, f"{first.strerror}" + (f" (verifier: {reason})" if reason else "")) from None
+
+
+def bpf_prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0) -> None:
+    """Attach a loaded program to a target (BPF_PROG_ATTACH: target_fd, attach_bpf_fd,
+    attach_type, attach_flags); for cgroup programs the target is the cgroup directory's fd."""
+    attr = _bpf_attr(struct.pack("=IIII", target_fd, prog_fd, attach_type, flags))
+    _bpf_call(BPF_PROG_ATTACH, attr, "bpf BPF_PROG_ATTACH")
+
+
+def bpf_prog_query(target_fd: int, attach_type: int) -> int:
+    """How many programs of attach_type are attached to the target itself (BPF_PROG_QUERY
+    with query_flags 0, so not the inherited ones; prog_ids NULL asks only for the count)."""
+    attr = _bpf_attr(struct.pack("=IIIIQI", target_fd, attach_type, 0, 0, 0, 0))
+    _bpf_call(BPF_PROG_QUERY, attr, "bpf BPF_PROG_QUERY")
+    return struct.unpack_from("=I", attr, 24)[0]

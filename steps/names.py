@@ -119,5 +119,10 @@ def network_dir(instance: Instance) -> str:
     return os.path.join(instance.run_root, "network")
 
 
+def seccomp_cache(instance: Instance) -> str:
+    """Compiled seccomp programs, one per profile and capability set."""
+    return os.path.join(instance.state_root, "cache", "seccomp")
+
+
 def images_dir(instance: Instance) -> str:
     return os.path.join(instance.state_root, "images")

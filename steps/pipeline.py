@@ -23,7 +23,6 @@ class Context:
     names: Names
     spec: dict = field(default_factory=dict)
     attach: bool = True      # foreground: this process is the monitor
-    tty: bool = False        # the container gets this process's terminal
     monitor: object = None   # set by launch when this process is the monitor
 
 

@@ -14,7 +14,8 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 # The keys that make two runs "the same container"; the rest is bookkeeping.
 SPEC_KEYS = ("name", "image", "command", "env", "workdir", "hostname", "volumes",
-             "memory", "cpus", "pids_limit", "network", "publish", "user", "entrypoint")
+             "memory", "cpus", "pids_limit", "network", "publish", "user", "entrypoint",
+             "privileged", "cap_add", "cap_drop", "security_opt", "tty", "interactive")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$")
 _PUBLISH = re.compile(r"(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]+):(?P<cont>[0-9]+)(?:/(?P<proto>[a-z]+))?")
 
@@ -118,14 +119,28 @@ def parse_entrypoint(entrypoint: str | None) -> list[str] | None:
     return [entrypoint] if entrypoint else []
 
 
+def parse_security(privileged: bool, cap_add: list[str] | None, cap_drop: list[str] | None,
+                   security_opt: list[str] | None) -> dict:
+    """--privileged, --cap-add, --cap-drop, --security-opt; defaults are stored as None/[] so a
+    record made before these flags existed reads the same."""
+    from steps.runtime.profile import parse_caps, parse_security_opts
+
+    opts = parse_security_opts(security_opt)
+    return {"privileged": bool(privileged), "cap_add": parse_caps(cap_add, "--cap-add"),
+            "cap_drop": parse_caps(cap_drop, "--cap-drop"),
+            "security_opt": None if opts == {"seccomp": "default", "no_new_privileges": False} else opts}
+
+
 def build(name: str, image: str, command: list[str], env: list[str], workdir: str | None,
           hostname: str | None, volumes: list[str], memory: str | None, cpus, pids_limit,
           rm: bool, network: str | None = None, publish: list[str] | None = None,
-          user: str | None = None, entrypoint: str | None = None) -> dict:
+          user: str | None = None, entrypoint: str | None = None, security: dict | None = None,
+          tty: bool = False, interactive: bool = False) -> dict:
     vols = [parse_volume(v) for v in volumes or []]
     check_volumes(vols)
     ports = parse_publish(publish or [])
-    return {"network": parse_network(network, ports), "publish": ports, "name": name,
+    return {**(security or parse_security(False, [], [], [])), "tty": bool(tty), "interactive": bool(interactive),
+            "network": parse_network(network, ports), "publish": ports, "name": name,
             "image": canonical(image), "command": parse_command(command),
             "user": parse_user(user), "entrypoint": parse_entrypoint(entrypoint),
             "env": parse_env(env), "workdir": parse_workdir(workdir), "hostname": parse_hostname(hostname),
@@ -134,11 +149,12 @@ def build(name: str, image: str, command: list[str], env: list[str], workdir: st
 
 
 def same(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in SPEC_KEYS)
+    return not differences(a, b)
 
 
 def differences(a: dict, b: dict) -> list[str]:
-    return [k for k in SPEC_KEYS if a.get(k) != b.get(k)]
+    """The spec keys that differ; a missing key reads as its empty default (older records)."""
+    return [k for k in SPEC_KEYS if (a.get(k) or None) != (b.get(k) or None)]
 
 
 def command_candidates(argv0: str, env: list[str]) -> list[str]:

@@ -120,7 +120,8 @@ class VolumesStep(Step):
             return [Change(f"bind on {vol['target']}", "not mounted", want)]
         src, dst = os.stat(vol["source"]), os.stat(host)
         ro = "ro" in stack[-1].options
-        if (src.st_dev, src.st_ino) != (dst.st_dev, dst.st_ino) or ro != vol["ro"]:
+        nodev = "nodev" in stack[-1].options
+        if (src.st_dev, src.st_ino) != (dst.st_dev, dst.st_ino) or ro != vol["ro"] or not nodev:
             return [Change(f"bind on {vol['target']}", f"{stack[-1].source} ({'ro' if ro else 'rw'})", want)]
         return []
 
@@ -154,7 +155,8 @@ class VolumesStep(Step):
     def bind(self, vol: dict, host: str) -> None:
         """Bind through an O_PATH fd checked to be inside merged (no symlink swap between
         resolving and mounting). A read-only volume is bound without its submounts, as a
-        recursive bind would leave them writable; it keeps the source's nosuid/nodev/noexec."""
+        recursive bind would leave them writable; it keeps the source's nosuid/noexec. Every
+        volume is nodev: a device node the container makes there never opens."""
         merged = self.ctx.names.merged
         while mounts_at(host):  # a stale or wrong bind of ours at this target
             linux.umount(host, linux.MNT_DETACH | linux.UMOUNT_NOFOLLOW)
@@ -167,9 +169,9 @@ class VolumesStep(Step):
                         linux.MS_BIND | (0 if vol["ro"] else linux.MS_REC))
         finally:
             os.close(fd)
-        if vol["ro"]:
-            kept = os.statvfs(vol["source"]).f_flag & (linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-            linux.mount(None, host, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | kept)
+        kept = os.statvfs(vol["source"]).f_flag & (linux.MS_NOSUID | linux.MS_NOEXEC)
+        ro = linux.MS_RDONLY if vol["ro"] else 0
+        linux.mount(None, host, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | ro | kept)
 
     def undo(self):
         for m in mounts_below(self.ctx.names.merged):

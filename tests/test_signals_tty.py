@@ -103,7 +103,7 @@ class Terminal:
 
 
 def test_interactive_shell(inst):
-    term = Terminal(inst, "run", "--name", "shell", "--rm", "--", "/bin/sh")
+    term = Terminal(inst, "run", "--name", "shell", "--rm", "--interactive", "--tty", "--", "/bin/sh")
     term.send(b'echo "pid=$$ host=$(hostname)"\n')
     term.expect(b"pid=1 host=shell")
     term.send(b"sleep 100\n")

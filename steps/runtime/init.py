@@ -1,12 +1,15 @@
 """What runs between fork and exec: the container's setup and its init (PID 1).
 
 Fails closed: any error here is written to the error pipe and the process
-exits; the command never runs half-isolated.
+exits; the command never runs half-isolated. The order is the kernel's
+(README "Confinement"; runc and crun keep the same one):
 
-    monitor --fork--> setup: joins the cgroup, unshares the namespaces,
-                      forks PID 1 of the new pid namespace, reports its pid, exits
-    PID 1:            private mounts, lo up, hostname, /proc /dev /sys,
-                      pivot_root, tty, workdir, waits for "go", execs
+    monitor --fork--> setup: not dumpable, joins its cgroup in every hierarchy, enters
+                      the pinned netns, unshares mount/uts/ipc/pid/cgroup namespaces
+                      (the cgroup one once inside the cgroup), forks PID 1, exits
+    PID 1:            a new session; lo up, hostname; the mounts and pivot_root
+                      (rootfs.py); a fresh keyring, rlimits; its own pty; seccomp,
+                      capabilities and user (confine.py); waits for "go", execs
 """
 from __future__ import annotations
 
@@ -15,11 +18,10 @@ import os
 import signal
 
 from steps import EXIT_DIY_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, linux
-from steps.volumes import resolve_in_root
+from steps.runtime import confine, rootfs
 
-NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
-DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
-           "urandom": (1, 9), "tty": (5, 0)}
+NAMESPACES = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
+              | linux.CLONE_NEWCGROUP)
 
 
 class InitError(Exception):
@@ -47,43 +49,55 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
-def setup(plan: dict, err_w: int, pid_w: int, go_r: int) -> None:
-    """The intermediate process; never returns."""
+def setup(plan: dict, fds: dict) -> None:
+    """The intermediate process; never returns. fds: stdio (three fds), err_w, pid_w, go_r, console."""
+    err_w = fds["err_w"]
     try:
         from steps.cgroup import join
 
+        # Not dumpable before any namespace is entered: nothing inside can ptrace us or open
+        # our /proc/PID/exe or fds (CVE-2019-5736); exec makes the command dumpable again.
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
         reset_signals()
-        join(plan["cgroup"], os.getpid())  # before any fork: every descendant is limited
-        flags = NAMESPACES | (linux.CLONE_NEWCGROUP if os.path.exists("/proc/self/ns/cgroup") else 0)
+        for target, fd in enumerate(fds["stdio"]):
+            os.dup2(fd, target)
+        join(plan["cgroup"], os.getpid())  # every hierarchy, before any fork: every descendant is in
+        flags = NAMESPACES
         if plan["netns"]:  # the veth stage's pinned namespace, wired already
             os.close(linux.enter_netns(plan["netns"]))
         else:
             flags |= linux.CLONE_NEWNET
-        linux.unshare(flags)
+        linux.unshare(flags)  # the cgroup namespace is rooted at the cgroups just joined
         pid = os.fork()
         if pid == 0:
-            os.close(pid_w)
-            container_init(plan, err_w, go_r)
-        os.write(pid_w, f"{pid}\n".encode())
+            os.close(fds["pid_w"])
+            container_init(plan, err_w, fds["go_r"], fds["console"])
+        os.write(fds["pid_w"], f"{pid}\n".encode())
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - fail closed, whatever it was
         fail(err_w, EXIT_DIY_FAILED, f"cannot set up the container: {e}")
 
 
-def container_init(plan: dict, err_w: int, go_r: int) -> None:
+def container_init(plan: dict, err_w: int, go_r: int, console: int) -> None:
     """PID 1 of the container; never returns."""
     try:
-        prepare_root(plan)
+        os.setsid()  # no controlling terminal: never the caller's
+        linux.link_up("lo")
+        linux.sethostname(plan["hostname"])
+        rootfs.prepare(plan)
+        confine.isolate_session(plan["rlimits"])
         if plan["tty"]:
-            take_terminal()
-        else:
-            os.setpgid(0, 0)  # Ctrl-C at a terminal reaches the monitor, which forwards it
-        enter_workdir(plan["workdir"], plan.get("user"))
-        keep = {err_w, go_r}
-        close_fds(keep)
+            take_own_terminal(console)
+        os.close(console)
+        os.makedirs(plan["workdir"], exist_ok=True)  # a missing WorkingDir is made, as Docker does
+        confine.before_privileges_drop(plan)
+        confine.drop_privileges(plan)
+        os.chdir(plan["workdir"])
+        close_fds({err_w, go_r})
         if os.read(go_r, 1) != b"g":
             os._exit(EXIT_DIY_FAILED)  # the monitor died before recording us: do not run
         os.close(go_r)
+        confine.just_before_exec(plan)
         execute(plan["argv"], plan["env"])
     except InitError as e:
         fail(err_w, e.code, str(e))
@@ -91,86 +105,14 @@ def container_init(plan: dict, err_w: int, go_r: int) -> None:
         fail(err_w, EXIT_DIY_FAILED, f"cannot start the container: {e}")
 
 
-def prepare_root(plan: dict) -> None:
-    # Our mounts must not propagate back to the host (mount_namespaces(7)).
-    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    linux.link_up("lo")
-    linux.sethostname(plan["hostname"])
-    root = plan["rootfs"]
-    mount_proc(root)
-    mount_dev(root)
-    bind_etc(root, plan["etc"])
-    target = resolve_in_root(root, "/sys", create=True)
-    linux.mount("sysfs", target, "sysfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-    pivot(root)
+def take_own_terminal(console: int) -> None:
+    """A pty of the container's devpts: the master goes to the monitor, the slave is ours."""
+    from steps.runtime.terminal import make_controlling, open_container_pty, send_fd
 
-
-def mount_proc(root: str) -> None:
-    target = resolve_in_root(root, "/proc", create=True)
-    linux.mount("proc", target, "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-
-
-def bind_etc(root: str, files: dict[str, str]) -> None:
-    """The rendered hosts, hostname and resolv.conf over the image's (resolved inside root)."""
-    for inside, source in files.items():
-        try:
-            target = resolve_in_root(root, inside, create=True, as_dir=False)
-        except OSError as e:
-            if e.errno in (errno.EROFS, errno.EACCES):
-                continue  # a read-only volume owns /etc: its files stand
-            raise
-        if os.path.isdir(target):
-            continue  # an image with a directory there: leave it
-        linux.mount(source, target, None, linux.MS_BIND)
-
-
-def mount_dev(root: str) -> None:
-    dev = resolve_in_root(root, "/dev", create=True)
-    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
-    for name, (major, minor) in DEVICES.items():
-        path = os.path.join(dev, name)
-        os.mknod(path, 0o666 | 0o020000, os.makedev(major, minor))
-        os.chmod(path, 0o666)
-    os.mkdir(os.path.join(dev, "pts"), 0o755)
-    linux.mount("devpts", os.path.join(dev, "pts"), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
-                "newinstance,ptmxmode=0666,mode=0620")
-    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
-    os.mkdir(os.path.join(dev, "shm"), 0o1777)
-    linux.mount("shm", os.path.join(dev, "shm"), "tmpfs",
-                linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC, "mode=1777,size=65536k")
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, os.path.join(dev, name))
-
-
-def pivot(root: str) -> None:
-    """pivot_root(".", ".") stacks the old root on top of the new one; detaching
-    it leaves only the new root (pivot_root(2), NOTES: "new_root and put_old
-    may be the same directory"). It avoids needing a put_old directory in the image."""
-    os.chdir(root)
-    linux.pivot_root(".", ".")
-    linux.umount(".", linux.MNT_DETACH)
-    os.chdir("/")
-
-
-def take_terminal() -> None:
-    """Become the terminal's foreground process group, so Ctrl-C reaches the container."""
-    os.setpgid(0, 0)
-    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-    try:
-        os.tcsetpgrp(0, os.getpgrp())
-    finally:
-        signal.signal(signal.SIGTTOU, old)
-
-
-def enter_workdir(workdir: str, user: dict | None) -> None:
-    """Make a missing WorkingDir (as Docker does), become the user, then enter it."""
-    os.makedirs(workdir, exist_ok=True)
-    if user is not None:
-        os.setgroups(user["groups"])
-        os.setgid(user["gid"])
-        os.setuid(user["uid"])
-    os.chdir(workdir)
+    master, slave = open_container_pty()
+    send_fd(console, master)
+    os.close(master)
+    make_controlling(slave)
 
 
 def close_fds(keep: set[int]) -> None:
@@ -179,7 +121,7 @@ def close_fds(keep: set[int]) -> None:
     for fd in sorted(keep):
         os.closerange(last, fd)
         last = fd + 1
-    os.closerange(last, os.sysconf("SC_OPEN_MAX"))
+    os.closerange(last, 0x7FFFFFFF)
 
 
 def execute(argv: list[str], env: dict[str, str]) -> None:

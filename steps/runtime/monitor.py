@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import termios
 
 from steps import EXIT_DIY_FAILED, StepFailed, faults, linux
 from steps.facts import boot_id, catches_signal, process_start
@@ -43,33 +42,15 @@ class Monitor:
         self.interrupts = 0  # a second Ctrl-C kills
         self.previous: dict = {}
 
-    def plan(self) -> dict:
-        from steps.image import runtime_config
-        from steps.image.store import Store
-        from steps.launch import command_argv, container_env, resolve_user
-
-        spec = self.ctx.spec
-        image = Store(self.ctx.instance).image(spec["image_id"]) if spec.get("image_id") else None
-        config = runtime_config(image)
-        from steps.veth import pinned
-
-        n = self.ctx.names
-        user = resolve_user(n.merged, spec.get("user") or config.get("User"))
-        etc = {f"/etc/{f}": os.path.join(n.etc_dir, f) for f in ("hosts", "hostname", "resolv.conf")
-               if os.path.exists(os.path.join(n.etc_dir, f))}
-        return {"cgroup": n.cgroup_path, "rootfs": n.merged, "etc": etc,
-                "netns": n.netns if pinned(n.netns) else None,
-                "hostname": spec.get("hostname") or self.ctx.names.container,
-                "workdir": spec.get("workdir") or config.get("WorkingDir") or "/", "tty": self.ctx.tty,
-                "argv": command_argv(spec, config), "user": user,
-                "env": container_env(spec, self.ctx.tty, config, user["home"] if user else "/root")}
-
     def spawn(self) -> int:
         """Start the init; returns its pid once it has exec'd the command."""
         from steps.runtime.init import setup
+        from steps.runtime.plan import build
+        from steps.runtime.stdio import Stdio
 
-        plan = self.plan()
-        self.save_terminal()
+        plan = build(self.ctx)
+        self.stdio = Stdio(bool(self.ctx.spec.get("tty")), bool(self.ctx.spec.get("interactive")))
+        self.stdio.prepare()
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
@@ -79,19 +60,21 @@ class Monitor:
             try:
                 for fd in (err_r, pid_r, go_w):
                     os.close(fd)
-                setup(plan, err_w, pid_w, go_r)
+                setup(plan, {**self.stdio.child_fds(), "err_w": err_w, "pid_w": pid_w, "go_r": go_r})
             finally:
                 os._exit(EXIT_DIY_FAILED)  # never back into the caller's code
         for fd in (err_w, pid_w, go_r):
             os.close(fd)
+        self.stdio.after_fork()
         pid_text = read_all(pid_r).decode().strip()
         os.waitpid(child, 0)
         if not pid_text:
             os.close(go_w)
-            self.reclaim_terminal()
+            self.stdio.close()
             raise self.failure(read_all(err_r))
         self.init_pid = int(pid_text)
         self.init_start = process_start(self.init_pid) or 0
+        self.stdio.receive_terminal()
         self.record_runtime()
         faults.point("launch.apply.mid")
         self.install_handlers()  # from "go" on, a Ctrl-C is the container's, not the pipeline's
@@ -104,7 +87,7 @@ class Monitor:
         error = read_all(err_r)
         if error:
             self.restore_handlers()
-            self.reclaim_terminal()
+            self.stdio.close()
             os.waitpid(self.init_pid, 0)
             remove_file(self.ctx.names.runtime_state)
             raise self.failure(error)
@@ -143,7 +126,6 @@ class Monitor:
 
     def install_handlers(self) -> None:
         self.previous = {s: signal.signal(s, self.forward) for s in FORWARDED}
-        self.previous[signal.SIGTTOU] = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
 
     def restore_handlers(self) -> None:
         for s, handler in self.previous.items():
@@ -151,37 +133,17 @@ class Monitor:
         self.previous = {}
 
     def wait(self) -> int:
-        """Wait for the init to end; returns its exit code as a shell reports it."""
+        """Relay the container's terminal or pipes until the init ends; returns its exit
+        code as a shell reports it."""
         try:
-            while True:
-                pid, status = os.waitpid(-1, 0)
-                if pid == self.init_pid:
-                    return decode_status(status)
+            self.stdio.relay(self.init_pid)
+            _, status = os.waitpid(self.init_pid, 0)
+            return decode_status(status)
         except ChildProcessError:
             return EXIT_DIY_FAILED
         finally:
-            self.reclaim_terminal()
             for s in FORWARDED:  # nothing to forward to now; the clean-up must not be cut short
                 signal.signal(s, signal.SIG_IGN)
-
-    def save_terminal(self) -> None:
-        self.termios = None
-        if self.ctx.tty:
-            try:
-                self.termios = termios.tcgetattr(0)
-            except termios.error:
-                pass
-
-    def reclaim_terminal(self) -> None:
-        """Take the terminal back, in the mode it had before the container changed it."""
-        if not self.ctx.tty:
-            return
-        try:
-            os.tcsetpgrp(0, os.getpgrp())
-            if getattr(self, "termios", None):
-                termios.tcsetattr(0, termios.TCSADRAIN, self.termios)
-        except (OSError, termios.error):
-            pass
 
     # --- after the exit ------------------------------------------------------
 
@@ -265,7 +227,7 @@ def daemon(ctx, w: int) -> None:
         os.dup2(log, 2)
         os.closerange(3, w)
         os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))  # the caller's locks among them
-        ctx.attach, ctx.tty = False, False
+        ctx.attach = False
         monitor = Monitor(ctx)
         pid = monitor.spawn()
         os.write(w, f"ok {pid}".encode())

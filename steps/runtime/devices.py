@@ -1,0 +1,343 @@
+"""Device confinement: which device nodes a container may create (mknod), read and write.
+
+The rules are Docker's default allow list (steps/profiles/default.json "devices"); anything
+not allowed is denied. The kernel enforces them in one of two ways:
+
+cgroup v1  the devices controller's files, Documentation/admin-guide/cgroup-v1/devices.rst:
+           "a" to devices.deny empties the list and makes the default deny, then one line
+           per rule to devices.allow; devices.list prints the result.
+cgroup v2  there is no devices controller: a BPF_PROG_TYPE_CGROUP_DEVICE program attached
+           to the cgroup decides each access (include/uapi/linux/bpf.h, struct
+           bpf_cgroup_dev_ctx); it is released with the cgroup, so undo is the rmdir.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from steps import BadInput, linux
+from steps.state import read_value, write_value
+
+PROFILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "profiles", "default.json")
+ACCESS = "rwm"
+MAX_NUMBER = 0x7FFFFFFF  # an eBPF immediate is a signed 32-bit int, sign-extended in 64-bit jumps
+
+
+def _num(n: int | None) -> str:
+    """A device number as the kernel prints it: * for any."""
+    return "*" if n is None else str(n)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One allow rule, as devices.allow reads it: type a|c|b, major/minor (None: any), access some of rwm."""
+
+    type: str
+    major: int | None
+    minor: int | None
+    access: str
+
+    def __post_init__(self) -> None:
+        """Refuse what the kernel would refuse or misread."""
+        what = f"bad device rule {self.type} {_num(self.major)}:{_num(self.minor)} {self.access}"
+        if self.type not in ("a", "c", "b"):
+            raise BadInput(f"{what}: the type must be a (all), c (char) or b (block)")
+        if not self.access or set(self.access) - set(ACCESS) or len(set(self.access)) != len(self.access):
+            raise BadInput(f"{what}: the access must be some of r, w, m")
+        for n in (self.major, self.minor):
+            if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_NUMBER):
+                raise BadInput(f"{what}: a device number must be a whole number from 0 to {MAX_NUMBER} or *")
+        # devices.allow reads "a" as "allow everything" whatever follows it: anything
+        # narrower written with type a would silently open every device.
+        if self.type == "a" and (self.major is not None or self.minor is not None or set(self.access) != set(ACCESS)):
+            raise BadInput(f"{what}: type a only means every device, a *:* rwm")
+
+    @property
+    def is_all(self) -> bool:
+        """Type a: every device, every access."""
+        return self.type == "a"
+
+    def access_set(self) -> frozenset[str]:
+        """The access letters, order aside."""
+        return frozenset(self.access)
+
+
+class Node(NamedTuple):
+    """A device node the container's /dev gets."""
+
+    path: str
+    type: str
+    major: int
+    minor: int
+
+
+ALLOW_ALL = Rule("a", None, None, ACCESS)
+
+
+@functools.lru_cache(maxsize=1)
+def _profile_devices() -> tuple[dict, ...]:
+    """The "devices" entries of Docker's default profile, read once."""
+    with open(PROFILE) as f:
+        return tuple(json.load(f)["devices"])
+
+
+def _rule(entry: dict) -> Rule:
+    """A profile entry (null numbers: any) -> Rule."""
+    return Rule(entry["type"], entry.get("major"), entry.get("minor"), entry["access"])
+
+
+def default_rules(privileged: bool) -> list[Rule]:
+    """Docker's default allow list; privileged containers may use every device."""
+    if privileged:
+        return [ALLOW_ALL]
+    return [_rule(entry) for entry in _profile_devices()]
+
+
+def standard_nodes() -> list[Node]:
+    """The nodes made in every container's /dev: the profile's rules with a concrete path."""
+    nodes = []
+    for entry in _profile_devices():
+        path, rule = entry.get("path"), _rule(entry)
+        if path and "*" not in path and rule.major is not None and rule.minor is not None:
+            nodes.append(Node(path, rule.type, rule.major, rule.minor))
+    return nodes
+
+
+def parse_line(line: str) -> Rule:
+    """'c 1:3 rwm' (devices.list's and devices.allow's format) -> Rule."""
+    try:
+        kind, numbers, access = line.split()
+        major, minor = numbers.split(":")
+        return Rule(kind, None if major == "*" else int(major), None if minor == "*" else int(minor), access)
+    except ValueError:
+        raise BadInput(f"bad device rule {line!r}: expected TYPE MAJOR:MINOR ACCESS, e.g. c 1:3 rwm") from None
+
+
+def allows_all(rules: list[Rule]) -> bool:
+    """Whether some rule is a *:* rwm, which makes the others moot."""
+    return any(r.is_all for r in rules)
+
+
+# --- cgroup v1 ---------------------------------------------------------------
+
+def v1_line(rule: Rule) -> str:
+    """A rule as devices.allow reads it: 'c 1:3 rwm', 'c *:* m', 'a *:* rwm'."""
+    access = "".join(a for a in ACCESS if a in rule.access)
+    return f"{rule.type} {_num(rule.major)}:{_num(rule.minor)} {access}"
+
+
+def v1_lines(rules: list[Rule]) -> list[str]:
+    """The lines v1_apply writes to devices.allow, in order."""
+    return [v1_line(r) for r in rules]
+
+
+def _merged(rules: list[Rule]) -> set[tuple]:
+    """The exception list the kernel keeps: one entry per (type, major, minor) with the
+    accesses of every line for it OR-ed (dev_exception_add merges, it does not append)."""
+    if allows_all(rules):
+        return {("a", None, None, frozenset(ACCESS))}
+    merged: dict[tuple, frozenset[str]] = {}
+    for r in rules:
+        key = (r.type, r.major, r.minor)
+        merged[key] = merged.get(key, frozenset()) | r.access_set()
+    return {(*key, access) for key, access in merged.items()}
+
+
+def v1_matches(cgroup_dir: str, rules: list[Rule]) -> bool:
+    """Whether devices.list shows exactly these rules (as sets: the kernel merges lines)."""
+    text = read_value(os.path.join(cgroup_dir, "devices.list"))
+    if text is None:
+        return False
+    have = _merged([parse_line(line) for line in text.splitlines() if line.strip()])
+    return have == _merged(rules)
+
+
+def v1_apply(cgroup_dir: str, rules: list[Rule]) -> None:
+    """Set the cgroup's allow list, as runc does: "a" to devices.deny (default deny, no
+    exceptions), then each rule to devices.allow; allow-all is "a" to devices.allow.
+
+    Nothing is written when devices.list already matches: the deny-then-allow sequence
+    denies every device for a moment to processes already in the cgroup."""
+    if v1_matches(cgroup_dir, rules):
+        return
+    if allows_all(rules):
+        # Only a cgroup whose parent allows all may; it also drops every exception.
+        write_value(os.path.join(cgroup_dir, "devices.allow"), "a")
+        return
+    write_value(os.path.join(cgroup_dir, "devices.deny"), "a")
+    for line in v1_lines(rules):
+        write_value(os.path.join(cgroup_dir, "devices.allow"), line)
+
+
+# --- cgroup v2: the eBPF program -----------------------------------------------
+# struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; } (the program's r1):
+# access_type's low 16 bits are the type, its high 16 bits the requested accesses.
+
+DEV_BLOCK, DEV_CHAR = 1, 2  # BPF_DEVCG_DEV_*
+ACC_MKNOD, ACC_READ, ACC_WRITE = 1, 2, 4  # BPF_DEVCG_ACC_*
+ACC_BITS = {"m": ACC_MKNOD, "r": ACC_READ, "w": ACC_WRITE}
+TYPE_BITS = {"b": DEV_BLOCK, "c": DEV_CHAR}
+
+# Opcodes (include/uapi/linux/bpf_common.h + bpf.h): class | op | source.
+# BPF_LDX|BPF_W|BPF_MEM; BPF_ALU (32-bit: clears the upper half) with BPF_K (imm) or BPF_X
+# (register); BPF_JMP with BPF_K. Jumps are relative to the next instruction.
+OPCODES = {
+    "ldxw": 0x61,   # dst = *(u32 *)(src + off)
+    "and32": 0x54,  # dst &= imm
+    "rsh32": 0x74,  # dst >>= imm
+    "mov32": 0xB4,  # dst = imm
+    "movr32": 0xBC,  # dst = src
+    "jne": 0x55,    # if dst != imm: pc += off
+    "exit": 0x95,   # return r0
+}
+R0, R1, R2, R3, R4, R5 = range(6)
+
+
+@dataclass(frozen=True)
+class Insn:
+    """One instruction before assembly; a jump names its target label instead of an offset."""
+
+    op: str
+    dst: int = 0
+    src: int = 0
+    off: int = 0
+    imm: int = 0
+    target: str | None = None
+
+
+def encode(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    """struct bpf_insn { u8 code; u8 dst_reg:4, src_reg:4; s16 off; s32 imm; } in host order
+    (the bitfields: dst is the low nibble on little-endian hosts, the high one on big-endian)."""
+    regs = (src << 4 | dst) if sys.byteorder == "little" else (dst << 4 | src)
+    return struct.pack("=BBhi", code, regs, off, imm)
+
+
+def decode(program: bytes) -> list[tuple[int, int, int, int, int]]:
+    """(code, dst, src, off, imm) of each instruction: the inverse of encode, for tests and debugging."""
+    out = []
+    for i in range(0, len(program), 8):
+        code, regs, off, imm = struct.unpack_from("=BBhi", program, i)
+        dst, src = (regs & 0xF, regs >> 4) if sys.byteorder == "little" else (regs >> 4, regs & 0xF)
+        out.append((code, dst, src, off, imm))
+    return out
+
+
+def assemble(lines: list[Insn | str]) -> bytes:
+    """Two passes: a str is a label at the next instruction's index; jumps get offsets to it."""
+    labels, pc = {}, 0
+    for line in lines:
+        if isinstance(line, str):
+            labels[line] = pc
+        else:
+            pc += 1
+    out, count, pc = [], pc, 0
+    for line in lines:
+        if isinstance(line, str):
+            continue
+        off = line.off
+        if line.target is not None:
+            # forward and inside: the verifier refuses back-edges and jumps out of the program
+            if not pc < labels.get(line.target, -1) < count:
+                raise ValueError(f"instruction {pc} jumps to {line.target!r}, not a label ahead of it")
+            off = labels[line.target] - (pc + 1)
+        out.append(encode(OPCODES[line.op], line.dst, line.src, off, line.imm))
+        pc += 1
+    return b"".join(out)
+
+
+def _prologue() -> list[Insn]:
+    """r2 = type, r3 = requested accesses, r4 = major, r5 = minor (r1 is the ctx pointer)."""
+    return [Insn("ldxw", R2, R1, 0), Insn("and32", R2, imm=0xFFFF),
+            Insn("ldxw", R3, R1, 0), Insn("rsh32", R3, imm=16),
+            Insn("ldxw", R4, R1, 4), Insn("ldxw", R5, R1, 8)]
+
+
+def _access_bits(access: str) -> int:
+    """'rw' -> BPF_DEVCG_ACC_READ | BPF_DEVCG_ACC_WRITE."""
+    bits = 0
+    for a in access:
+        bits |= ACC_BITS[a]
+    return bits
+
+
+def _rule_block(rule: Rule, skip: str) -> list[Insn]:
+    """Allow (return 1) when the request matches rule, else jump to the label skip."""
+    block = []
+    if not rule.is_all:
+        block.append(Insn("jne", R2, imm=TYPE_BITS[rule.type], target=skip))
+    if rule.access_set() != set(ACCESS):
+        # every requested bit must be one the rule grants: (requested & ~granted) == 0
+        denied = ~_access_bits(rule.access) & 0xFFFF
+        block += [Insn("movr32", R1, R3), Insn("and32", R1, imm=denied), Insn("jne", R1, imm=0, target=skip)]
+    if rule.major is not None:
+        block.append(Insn("jne", R4, imm=rule.major, target=skip))
+    if rule.minor is not None:
+        block.append(Insn("jne", R5, imm=rule.minor, target=skip))
+    return block + [Insn("mov32", R0, imm=1), Insn("exit")]
+
+
+def v2_listing(rules: list[Rule]) -> list[Insn | str]:
+    """The program before assembly: the prologue, one block per rule, then deny (return 0)."""
+    lines: list[Insn | str] = _prologue()
+    for i, rule in enumerate(rules):
+        lines += [f"rule{i}", *_rule_block(rule, f"rule{i + 1}" if i + 1 < len(rules) else "deny")]
+        if rule.is_all:
+            return lines  # always returns: anything after it would be unreachable, which the verifier refuses
+    return lines + ["deny", Insn("mov32", R0, imm=0), Insn("exit")]
+
+
+def v2_program(rules: list[Rule]) -> bytes:
+    """A BPF_PROG_TYPE_CGROUP_DEVICE program allowing exactly what rules allow."""
+    return assemble(v2_listing(rules))
+
+
+# --- cgroup v2: attaching --------------------------------------------------------
+
+LICENSE = "MIT"  # only programs calling GPL-only helpers need a GPL-compatible one; this calls none
+PROGRAM_NAME = "diy_devices"  # bpftool prog shows it (prog_name: 15 characters at most)
+
+
+def _open_dir(cgroup_dir: str) -> int:
+    """The fd BPF_PROG_ATTACH and BPF_PROG_QUERY take for a cgroup: its directory, opened."""
+    return os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def v2_attach(cgroup_dir: str, rules: list[Rule]) -> None:
+    """Load the program and attach it to the cgroup (BPF_PROG_ATTACH, BPF_CGROUP_DEVICE).
+
+    Flags 0 ("NONE" in bpf.h): one program per cgroup, so attaching again replaces it in one
+    step (apply stays idempotent and v2_attached stays 1), and no cgroup below may attach
+    another. BPF_F_ALLOW_MULTI (runc, crun, systemd) would let a nested manager add its
+    own, but every attach would then add a program and the old ones would need detaching.
+    An ancestor's ALLOW_MULTI programs still run as well: the most restrictive one wins.
+    The attachment holds the program, so our fd is closed; rmdir releases both."""
+    program = v2_program(rules)
+    try:
+        directory = _open_dir(cgroup_dir)
+        try:
+            prog = linux.bpf_prog_load(linux.BPF_PROG_TYPE_CGROUP_DEVICE, program, LICENSE, PROGRAM_NAME)
+            try:
+                linux.bpf_prog_attach(prog, directory, linux.BPF_CGROUP_DEVICE, 0)
+            finally:
+                os.close(prog)
+        finally:
+            os.close(directory)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot attach the device filter to {cgroup_dir}: {e.strerror or e}") from None
+
+
+def v2_attached(cgroup_dir: str) -> int:
+    """How many device programs are attached to the cgroup itself (BPF_PROG_QUERY)."""
+    try:
+        directory = _open_dir(cgroup_dir)
+        try:
+            return linux.bpf_prog_query(directory, linux.BPF_CGROUP_DEVICE)
+        finally:
+            os.close(directory)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot query the device filters of {cgroup_dir}: {e.strerror or e}") from None

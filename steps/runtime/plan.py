@@ -1,0 +1,65 @@
+"""The init's plan: everything PID 1 needs, worked out by the monitor before the fork.
+
+The init itself imports little and decides nothing: the image config, the user, the
+environment, the confinement (capabilities as a mask, the seccomp program compiled or
+taken from the cache) and the cgroup mounts are all settled here, where an error is
+still a clean one-line failure.
+"""
+from __future__ import annotations
+
+import os
+
+from steps.runtime import profile as profiles
+
+
+def build(ctx) -> dict:
+    from steps.image import runtime_config
+    from steps.image.store import Store
+    from steps.launch import command_argv, container_env, resolve_user
+    from steps.veth import pinned
+
+    spec, n = ctx.spec, ctx.names
+    image = Store(ctx.instance).image(spec["image_id"]) if spec.get("image_id") else None
+    config = runtime_config(image)
+    user = resolve_user(n.merged, spec.get("user") or config.get("User"))
+    etc = {f"/etc/{f}": os.path.join(n.etc_dir, f) for f in ("hosts", "hostname", "resolv.conf")
+           if os.path.exists(os.path.join(n.etc_dir, f))}
+    tty = bool(spec.get("tty"))
+    return {"cgroup": n.cgroup_path, "rootfs": n.merged, "etc": etc,
+            "netns": n.netns if pinned(n.netns) else None,
+            "hostname": spec.get("hostname") or n.container,
+            "workdir": spec.get("workdir") or config.get("WorkingDir") or "/", "tty": tty,
+            "argv": command_argv(spec, config), "user": user,
+            "env": container_env(spec, tty, config, user["home"] if user else "/root"),
+            **confinement(ctx)}
+
+
+def confinement(ctx) -> dict:
+    """The security profile in the init's terms."""
+    from steps.names import seccomp_cache
+
+    p = profiles.resolve(ctx.spec)
+    source = p.seccomp_source
+    program = None
+    if source is not None:
+        from steps.runtime.seccomp import program as compiled
+
+        program = compiled(source, frozenset(f"CAP_{c}" for c in p.caps), seccomp_cache(ctx.instance))
+    return {"privileged": p.privileged, "caps": profiles.cap_mask(p.caps),
+            "last_cap": len(profiles.known_capabilities()) - 1, "seccomp": program,
+            "no_new_privileges": p.no_new_privileges, "masked_paths": p.masked_paths,
+            "readonly_paths": p.readonly_paths, "rlimits": profiles.defaults()["rlimits"],
+            "cgroup_mounts": cgroup_mounts()}
+
+
+def cgroup_mounts() -> list[dict]:
+    """What the container mounts at /sys/fs/cgroup: the unified hierarchy alone on a pure v2
+    host, else one mount per hierarchy, named as on the host."""
+    from steps.facts import cgroup_hierarchies
+
+    found = cgroup_hierarchies()
+    if len(found) == 1 and found[0].version == 2:
+        return [{"fstype": "cgroup2", "dir": "", "data": None}]
+    return [{"fstype": "cgroup2" if h.version == 2 else "cgroup", "dir": os.path.basename(h.root),
+             "data": None if h.version == 2 else ",".join(sorted(h.controllers)) or h.name}
+            for h in found]

@@ -1,0 +1,108 @@
+"""The container's fds 0-2, decided by the monitor: never the caller's terminal.
+
+Docker's rules: stdin is /dev/null unless --interactive; with --tty the container gets a
+pty of its own (the init opens it and sends the master back); without it, the caller's
+files and pipes are passed as they are, and a terminal among them is replaced by a pipe
+the monitor relays, so nothing inside can reach the caller's terminal (TIOCSTI, TIOCSCTTY,
+/dev/tty).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+from steps.runtime import terminal
+
+
+class Stdio:
+    def __init__(self, tty: bool, interactive: bool):
+        self.tty = tty
+        self.interactive = interactive
+        self.child: list[int] = []           # what the setup process dup2s onto 0, 1, 2
+        self.pairs: list[tuple[int, int]] = []
+        self.to_container: set[int] = set()  # relay sources whose EOF closes the container's stdin
+        self.ours: list[int] = []            # fds to close in the monitor once the child has them
+        self.console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.master: int | None = None
+
+    def prepare(self) -> None:
+        """Open what the child gets; call before fork."""
+        null = self.keep(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+        if self.tty:
+            self.child = [null, null, null]
+            return
+        self.child = [self.stdin(null), self.output(1), self.output(2)]
+
+    def keep(self, fd: int) -> int:
+        self.ours.append(fd)
+        return fd
+
+    def stdin(self, null: int) -> int:
+        if not self.interactive:
+            return null
+        if not os.isatty(0):
+            return 0
+        r, w = os.pipe2(os.O_CLOEXEC)
+        self.pairs.append((0, w))
+        self.to_container.add(0)
+        return self.keep(r)
+
+    def output(self, caller: int) -> int:
+        if not os.isatty(caller):
+            return caller
+        r, w = os.pipe2(os.O_CLOEXEC)
+        self.pairs.append((r, caller))
+        return self.keep(w)
+
+    def child_fds(self) -> dict:
+        return {"stdio": self.child, "console": self.console[1].fileno()}
+
+    def after_fork(self) -> None:
+        """The child has its ends: the monitor keeps only the relay's."""
+        self.console[1].close()
+        relayed = {fd for pair in self.pairs for fd in pair}
+        for fd in self.ours:
+            if fd not in relayed:
+                os.close(fd)
+
+    def receive_terminal(self) -> None:
+        """The pty master the init sent (tty only); None when the init failed first."""
+        if self.tty:
+            self.master = terminal.receive_fd(self.console[0].fileno())
+            if self.master is not None:
+                self.pairs = [(self.master, 1)] + ([(0, self.master)] if self.interactive else [])
+                if os.isatty(0):  # before the command runs: `stty size` inside must see it
+                    terminal.copy_window_size(0, self.master)
+        self.console[0].close()
+
+    def relay(self, init_pid: int) -> None:
+        """Copy bytes until the init has exited; the caller's terminal raw meanwhile (tty)."""
+        if not self.pairs:
+            return
+        previous = None
+        with terminal.RawMode(0) if self.tty and self.interactive else _Nothing():
+            if self.master is not None and os.isatty(0):
+                previous = terminal.forward_window_changes(0, self.master)
+            try:
+                terminal.Relay(self.pairs, self.to_container).run(init_pid)
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGWINCH, previous)
+                self.close()
+
+    def close(self) -> None:
+        for fd in {fd for pair in self.pairs for fd in pair if fd > 2}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.pairs = []
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
