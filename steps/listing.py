@@ -97,9 +97,11 @@ def inspect(name: str) -> int:
     record = load_record(names)
     if record is None:
         raise DiyError(f"no such container: {name} (see invoke ps)")
+    from steps.runtime.profile import resolve
     from steps.state import load_runtime
 
     print(json.dumps({**record, "state": state_of(names, record), "runtime": load_runtime(names),
+                      "security": resolve(record).describe(),
                       "paths": {"dir": names.container_dir, "merged": names.merged,
                                 "cgroup": names.cgroup_path}}, indent=2, sort_keys=True))
     return 0

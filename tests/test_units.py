@@ -16,9 +16,9 @@ from steps.image.busybox import is_static_elf
 from steps.image.extract import contained
 from steps.image.reference import parse_reference
 from steps.image.store import check_digest
-from steps.runtime.monitor import decode_status
 from steps.pipeline import expand
 from steps.report import Reporter, Result
+from steps.runtime.monitor import decode_status
 from steps.volumes import parse_volume, resolve_in_root
 
 MOUNTINFO = """\

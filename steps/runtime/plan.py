@@ -44,12 +44,22 @@ def confinement(ctx) -> dict:
     if source is not None:
         from steps.runtime.seccomp import program as compiled
 
-        program = compiled(source, frozenset(f"CAP_{c}" for c in p.caps), seccomp_cache(ctx.instance))
-    return {"privileged": p.privileged, "caps": profiles.cap_mask(p.caps),
+        tightening = profiles.defaults()["seccomp_default_tightening"] if p.seccomp == "default" else None
+        program = compiled(source, frozenset(f"CAP_{c}" for c in p.caps), seccomp_cache(ctx.instance), tightening)
+    return {"privileged": p.privileged, "caps": profiles.cap_mask(p.caps) & own_permitted(),
             "last_cap": len(profiles.known_capabilities()) - 1, "seccomp": program,
             "no_new_privileges": p.no_new_privileges, "masked_paths": p.masked_paths,
             "readonly_paths": p.readonly_paths, "rlimits": profiles.defaults()["rlimits"],
             "cgroup_mounts": cgroup_mounts()}
+
+
+def own_permitted() -> int:
+    """This process's permitted set: a container cannot get what its runtime lacks (a host that
+    confines us, e.g. without CAP_SYS_RESOURCE, confines --privileged containers too)."""
+    from steps.facts import parse_status_mask
+
+    with open("/proc/self/status") as f:
+        return parse_status_mask(f.read(), "CapPrm")
 
 
 def cgroup_mounts() -> list[dict]:

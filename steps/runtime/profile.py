@@ -126,8 +126,14 @@ class Profile:
 
     def describe(self) -> dict:
         """For `inspect`: the effective confinement."""
+        from steps import DiyError
+
+        try:
+            source = self.seccomp_source
+        except DiyError as e:
+            source = f"missing: {e}"
         return {"privileged": self.privileged, "capabilities": [f"CAP_{c}" for c in self.caps],
-                "seccomp": "unconfined" if self.privileged else self.seccomp,
+                "seccomp": "unconfined" if self.privileged else self.seccomp, "seccomp_profile": source,
                 "no_new_privileges": self.no_new_privileges,
                 "masked_paths": self.masked_paths, "readonly_paths": self.readonly_paths}
 

@@ -18,7 +18,6 @@ import functools
 import hashlib
 import json
 import os
-import platform
 import re
 import stat
 import sys
@@ -85,13 +84,17 @@ def load_profile(path: str) -> dict:
 def _read(path: str) -> bytes:
     """The file's bytes, refusing what is not a regular file of at most MAX_PROFILE_BYTES."""
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise BadInput(f"bad seccomp profile {path}: not a regular file; give a JSON profile in Docker's "
-                               "format")
-            data = f.read(MAX_PROFILE_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block the open
     except OSError as e:
         raise BadInput(f"bad seccomp profile {path}: cannot read it: {e.strerror}")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadInput(f"bad seccomp profile {path}: not a regular file; give a JSON profile in Docker's format")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_PROFILE_BYTES + 1)
+        except OSError as e:
+            raise BadInput(f"bad seccomp profile {path}: cannot read it: {e.strerror}")
     if len(data) > MAX_PROFILE_BYTES:
         raise BadInput(f"bad seccomp profile {path}: larger than {MAX_PROFILE_BYTES >> 20} MiB; a seccomp profile "
                        "is a JSON file of some KiB")
@@ -185,14 +188,22 @@ def _integer(bad, value: object, what: str, low: int, high: int, meaning: str) -
     return value
 
 
+def _choice(bad, value: object, what: str, choices, expected: str) -> str:
+    """One of a set of names: 'syscalls[3].action 'ALLOW' is not one of SCMP_ACT_ALLOW, ...'."""
+    if value is None:
+        bad(f"{what} is missing; it must be {expected}")
+    if not isinstance(value, str):
+        bad(f"{what} is {_json_type(value)}; it must be {expected}")
+    if value not in choices:
+        bad(f"{what} {value!r} is not {expected}")
+    return value
+
+
 def _action_name(bad, value: object, what: str) -> str:
     if value == "SCMP_ACT_NOTIFY":
         bad(f"{what} SCMP_ACT_NOTIFY needs a user-space supervisor, which diy-docker does not run; use "
             "SCMP_ACT_ERRNO or SCMP_ACT_ALLOW")
-    if value not in ACTIONS:
-        shown = repr(value) if isinstance(value, str) else _json_type(value)
-        bad(f"{what} {shown} is not one of {', '.join(ACTIONS)}")
-    return value
+    return _choice(bad, value, what, ACTIONS, f"one of {', '.join(ACTIONS)}")
 
 
 def _errno_ret(bad, value: object, what: str, action: str) -> int | None:
@@ -207,11 +218,7 @@ def _errno_ret(bad, value: object, what: str, action: str) -> int | None:
 
 
 def _arch_name(bad, value: object, what: str) -> str:
-    if value not in ARCHES:
-        shown = repr(value) if isinstance(value, str) else _json_type(value)
-        bad(f"{what} {shown} is not an architecture; use a libseccomp name such as SCMP_ARCH_X86_64 or "
-            "SCMP_ARCH_AARCH64")
-    return value
+    return _choice(bad, value, what, ARCHES, "an architecture as libseccomp names it, such as SCMP_ARCH_X86_64")
 
 
 def _arch_list(bad, value: object, what: str) -> list[str]:
@@ -255,10 +262,7 @@ def _arg(bad, arg: object, what: str) -> dict:
     if "index" not in arg or "op" not in arg:
         bad(f"{what} needs 'index' and 'op' (and 'value', 'valueTwo' for the datum)")
     u64 = "a syscall argument is 0..2**64-1 (an unsigned 64-bit number)"
-    op = arg["op"]
-    if op not in OPS:
-        shown = repr(op) if isinstance(op, str) else _json_type(op)
-        bad(f"{what}.op {shown} is not one of {', '.join(OPS)}")
+    op = _choice(bad, arg["op"], f"{what}.op", OPS, f"one of {', '.join(OPS)}")
     # struct seccomp_data has args[6]: the index picks one of them.
     return {"index": _integer(bad, arg["index"], f"{what}.index", 0, 5, "an argument index is 0..5"),
             "value": _integer(bad, arg.get("value", 0), f"{what}.value", 0, 2**64 - 1, u64),
@@ -287,7 +291,7 @@ def compile_program(profile: dict, caps: frozenset[str]) -> bytes:
     doc = validate(profile)
     caps = cap_names(caps)
     native, host_arch = host()
-    kernel = kernel_version(os.uname().release)
+    kernel = _kernel_version(os.uname().release)
     default = _action(pyseccomp, doc["defaultAction"], doc["defaultErrnoRet"])
     filt = pyseccomp.SyscallFilter(default)
     # A syscall from an arch not in the filter (an x86 binary on x86_64 when the map omits it)
@@ -300,7 +304,7 @@ def compile_program(profile: dict, caps: frozenset[str]) -> bytes:
             filt.add_arch(_arch_value(pyseccomp, arch))
     numbers: dict[str, int] = {}
     for i, rule in enumerate(doc["syscalls"]):
-        if applies(rule, caps, host_arch, kernel):
+        if _applies(rule, caps, host_arch, kernel):
             _add_rule(pyseccomp, filt, rule, f"syscalls[{i}]", default, numbers)
     return _export(filt)
 
@@ -308,6 +312,7 @@ def compile_program(profile: dict, caps: frozenset[str]) -> bytes:
 def _action(sc, name: str, errno_ret: int | None) -> int:
     """The action's 32-bit SECCOMP_RET_* value; an ERRNO or TRACE without errnoRet carries EPERM (runc's choice)."""
     data = errno.EPERM if errno_ret is None else errno_ret
+    # SCMP_ACT_KILL is libseccomp's older name of KILL_THREAD (SECCOMP_RET_KILL_THREAD, seccomp(2)).
     return {"SCMP_ACT_ALLOW": sc.ALLOW, "SCMP_ACT_ERRNO": sc.ERRNO(data), "SCMP_ACT_KILL": sc.KILL_THREAD,
             "SCMP_ACT_KILL_THREAD": sc.KILL_THREAD, "SCMP_ACT_KILL_PROCESS": sc.KILL_PROCESS, "SCMP_ACT_TRAP": sc.TRAP,
             "SCMP_ACT_TRACE": sc.TRACE(data), "SCMP_ACT_LOG": sc.LOG}[name]
@@ -332,19 +337,19 @@ def _arch_value(sc, name: str) -> int:
     return value
 
 
-def applies(rule: dict, caps: frozenset[str], arch: str, kernel: tuple[int, int, int]) -> bool:
+def _applies(rule: dict, caps: frozenset[str], arch: str, kernel: tuple[int, int, int]) -> bool:
     """Docker's selection of a (normalised) rule: excludes first (any cap held, the arch, kernel new enough),
     then includes (every cap held, the arch, kernel new enough)."""
     excludes, includes = rule["excludes"], rule["includes"]
     if arch in excludes["arches"] or any(c in caps for c in excludes["caps"]):
         return False
-    if excludes["minKernel"] and kernel >= kernel_version(excludes["minKernel"]):
+    if excludes["minKernel"] and kernel >= _kernel_version(excludes["minKernel"]):
         return False
     if includes["arches"] and arch not in includes["arches"]:
         return False
     if not all(c in caps for c in includes["caps"]):
         return False
-    return not (includes["minKernel"] and kernel < kernel_version(includes["minKernel"]))
+    return not (includes["minKernel"] and kernel < _kernel_version(includes["minKernel"]))
 
 
 def _add_rule(sc, filt, rule: dict, what: str, default: int, numbers: dict[str, int]) -> None:
@@ -380,19 +385,19 @@ def _export(filt) -> bytes:
     with os.fdopen(fd, "rb") as f:
         filt.export_bpf(f)
         f.seek(0)
-        program = f.read()
-    if not is_program(program):
-        raise StepFailed(f"seccomp: libseccomp produced a program of {len(program)} bytes, not 1..{BPF_MAXINSNS} "
+        prog = f.read()
+    if not _is_program(prog):
+        raise StepFailed(f"seccomp: libseccomp produced a program of {len(prog)} bytes, not 1..{BPF_MAXINSNS} "
                          "instructions ending in a return; the profile has too many rules for one filter")
-    return program
+    return prog
 
 
-def is_program(program: bytes) -> bool:
+def _is_program(prog: bytes) -> bool:
     """A loadable classic-BPF program: 1..BPF_MAXINSNS 8-byte instructions, the last a return (the kernel's
     bpf_check_classic refuses anything else)."""
-    if not program or len(program) % 8 or len(program) > 8 * BPF_MAXINSNS:
+    if not prog or len(prog) % 8 or len(prog) > 8 * BPF_MAXINSNS:
         return False
-    code = int.from_bytes(program[-8:-6], sys.byteorder)  # struct sock_filter { __u16 code; ... }
+    code = int.from_bytes(prog[-8:-6], sys.byteorder)  # struct sock_filter { __u16 code; ... }
     return code & 0x07 == BPF_RET
 
 
@@ -404,14 +409,14 @@ def cap_names(caps) -> frozenset[str]:
 @functools.lru_cache(maxsize=1)
 def host() -> tuple[str, str]:
     """(the native SCMP_ARCH name, the arch name includes/excludes use); StepFailed on an unknown machine."""
-    machine = platform.machine()
+    machine = os.uname().machine
     if machine not in HOSTS:
         raise StepFailed(f"seccomp: no profile mapping for the {machine} architecture; run with --security-opt "
                          "seccomp=unconfined")
     return HOSTS[machine]
 
 
-def kernel_version(release: str) -> tuple[int, int, int]:
+def _kernel_version(release: str) -> tuple[int, int, int]:
     """'6.1.0-18-amd64' -> (6, 1, 0)."""
     match = KERNEL_VERSION.match(release)
     if not match:
@@ -421,34 +426,55 @@ def kernel_version(release: str) -> tuple[int, int, int]:
 
 # --- the cache ---------------------------------------------------------------------------------
 
-def program(source: str, caps: frozenset[str], cache_dir: str) -> bytes:
+def program(source: str, caps: frozenset[str], cache_dir: str, tightening: dict | None = None) -> bytes:
     """The BPF program for the profile file `source` and the container's capabilities, compiled once and
-    then read from `<cache_dir>/<key>.bpf`. BadInput for a malformed profile, StepFailed for a cache that
-    cannot be written or a profile libseccomp refuses."""
+    then read from `<cache_dir>/<key>.bpf`; `tightening` (see tighten) is applied to the file first.
+    BadInput for a malformed profile, StepFailed for a cache that cannot be written or a profile
+    libseccomp refuses."""
     data = _read(source)
     caps = cap_names(caps)
-    path = os.path.join(cache_dir, cache_key(data, caps) + ".bpf")
+    extra = json.dumps(tightening, sort_keys=True).encode() if tightening else b""
+    path = os.path.join(cache_dir, _cache_key(data + extra, caps) + ".bpf")
     cached = _read_cache(path)
     if cached is not None:
         return cached
-    compiled = compile_program(_parse(source, data), caps)
+    profile = _parse(source, data)
+    compiled = compile_program(tighten(profile, tightening) if tightening else profile, caps)
     _write_cache(cache_dir, path, compiled)
     return compiled
 
 
-def cache_key(data: bytes, caps: frozenset[str]) -> str:
+def tighten(profile: dict, tightening: dict) -> dict:
+    """The profile with Docker's answers where the distribution's differs (steps/profiles/default.json,
+    "seccomp_default_tightening"): another default errno, syscall names taken out of every rule that
+    allows them without a capability condition, then rules of its own added (in the same format)."""
+    doc = validate(profile)
+    removed = set(tightening.get("remove", []))
+    rules = []
+    for rule in doc["syscalls"]:
+        if rule["action"] == "SCMP_ACT_ALLOW" and not rule["includes"]["caps"]:
+            rule = {**rule, "names": [n for n in rule["names"] if n not in removed]}
+            if not rule["names"]:
+                continue
+        rules.append(rule)
+    extra = validate({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": tightening.get("rules", [])})["syscalls"]
+    default_errno = tightening.get("defaultErrnoRet", doc["defaultErrnoRet"])
+    return validate({**doc, "defaultErrnoRet": default_errno, "syscalls": rules + extra})
+
+
+def _cache_key(data: bytes, caps: frozenset[str]) -> str:
     """sha256 of everything the program depends on: the profile, the capabilities, the arch, the kernel
     (minKernel rules; the actions it supports) and libseccomp (its syscall tables, its code generator)."""
     h = hashlib.sha256(CACHE_FORMAT)
-    for part in (data, "\n".join(sorted(caps)).encode(), platform.machine().encode(), os.uname().release.encode(),
-                 libseccomp_version().encode()):
+    for part in (data, "\n".join(sorted(caps)).encode(), os.uname().machine.encode(), os.uname().release.encode(),
+                 _libseccomp_version().encode()):
         h.update(len(part).to_bytes(8, "little"))
         h.update(part)
     return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
-def libseccomp_version() -> str:
+def _libseccomp_version() -> str:
     """libseccomp's seccomp_version() (pyseccomp does not expose it); a library call, not a syscall, and
     cheap: importing pyseccomp would run ldconfig. Falls back to pyseccomp's version."""
     import ctypes
@@ -468,15 +494,14 @@ def libseccomp_version() -> str:
 
 
 def _read_cache(path: str) -> bytes | None:
-    """The cached program, or None when absent or not a loadable program (torn or corrupt: compile again)."""
+    """The cached program, or None when absent, unreadable or not a loadable program (torn or corrupt):
+    then it is compiled again, and writing the entry reports what is wrong with the cache."""
     try:
         with open(path, "rb") as f:
             cached = f.read(8 * BPF_MAXINSNS + 1)
-    except FileNotFoundError:
+    except OSError:
         return None
-    except OSError as e:
-        raise StepFailed(f"cannot read the seccomp cache {path}: {e.strerror}; remove the file")
-    return cached if is_program(cached) else None
+    return cached if _is_program(cached) else None
 
 
 def _write_cache(cache_dir: str, path: str, compiled: bytes) -> None:
