@@ -19,7 +19,7 @@ def inspect(as_json: bool) -> int:
             "gateway": net.gateway(inst), "leases": leases,
             "published": [{k: p[k] for k in ("name", "proto", "host_ip", "host_port", "ip", "container_port")}
                           for p in net.published(inst, leases)],
-            "nft_table": inst.nft_table, "table": table_text(inst)}
+            "nft_table": inst.nft_table, "table": table_text(inst), "antispoof_table": table_text(inst, "bridge")}
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
@@ -30,6 +30,7 @@ def inspect(as_json: bool) -> int:
     for p in info["published"]:
         print(f"publish {p['host_ip']}:{p['host_port']}/{p['proto']} -> {p['ip']}:{p['container_port']} ({p['name']})")
     print(info["table"] or f"nft table ip {inst.nft_table}: absent")
+    print(info["antispoof_table"] or f"nft table bridge {inst.nft_table}: absent")
     return 0
 
 

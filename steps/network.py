@@ -25,6 +25,12 @@ def gateway(instance) -> str:
     return str(next(instance.network.hosts()))
 
 
+def mac_of(ip: str) -> str:
+    """A container's eth0 MAC, derived from its address as Docker does (02:42 + the four
+    bytes): the anti-spoofing rules can then be rendered from the leases alone."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
 def bridge_state(ipr, instance) -> tuple[object | None, list[str]]:
     """(the bridge's link or None, what differs from ours: up, gateway address)."""
     br = nl.link(ipr, instance.bridge)

@@ -3,9 +3,13 @@
 apply: netns pinned (a bind mount under the runtime dir, so the stage works and is
 checkable before any process exists), the bridge, an IP lease, a veth pair whose peer
 is created directly inside the netns as eth0 (cheaper than creating it on the host and
-moving it), lo and eth0 up, the default route via the gateway, and /etc/hosts,
-/etc/hostname, /etc/resolv.conf rendered into the container's directory.
-`--network none` stops after the pin: the netns has lo only.
+moving it) with a MAC derived from the lease, lo and eth0 up, the default route via the
+gateway, and /etc/hosts, /etc/hostname, /etc/resolv.conf rendered into the container's
+directory. `--network none` stops after the pin: the netns has lo only.
+
+Every container's netns refuses IPv6 router advertisements (accept_ra 0 for all, default
+and every device there - lo, eth0 - set before eth0 is up): a peer with CAP_NET_RAW could
+otherwise announce itself as a router and take the container's IPv6 traffic (CVE-2020-13401).
 """
 from __future__ import annotations
 
@@ -17,11 +21,52 @@ from steps import netlink as nl
 from steps import network as net
 from steps.facts import mounts_at
 from steps.nat import drop_table
-from steps.state import instance_lock, update_record, write_json
+from steps.state import instance_lock, read_value, update_record, write_json, write_value
+
+IPV6_CONF = "/proc/sys/net/ipv6/conf"
 
 
 def pinned(path: str) -> bool:
     return any(m.fstype == "nsfs" for m in mounts_at(path))
+
+
+def ipv6_devices() -> list[str]:
+    """all and default first (a device made later takes default), then the current netns's
+    devices; none when the kernel has no IPv6."""
+    try:
+        devices = os.listdir(IPV6_CONF)
+    except FileNotFoundError:
+        return []
+    return ["all", "default"] + sorted(d for d in devices if d not in ("all", "default"))
+
+
+def accept_ra(netns: str) -> dict[str, str]:
+    """accept_ra of all, default and every device inside the netns pinned at netns (empty
+    without IPv6). /proc/sys/net answers for the netns of the thread that opens the file,
+    so enter it, read, and come back."""
+    back = linux.enter_netns(netns)
+    try:
+        values = {dev: read_value(f"{IPV6_CONF}/{dev}/accept_ra") for dev in ipv6_devices()}
+    finally:
+        linux.leave_netns(back)
+    return {dev: value for dev, value in values.items() if value is not None}
+
+
+def refuse_router_ads(netns: str) -> None:
+    """accept_ra 0 for all, default and every device inside the netns (a no-op without IPv6)."""
+    back = linux.enter_netns(netns)
+    try:
+        for dev in ipv6_devices():
+            path = f"{IPV6_CONF}/{dev}/accept_ra"
+            if read_value(path) not in (None, "0"):
+                write_value(path, "0")
+    finally:
+        linux.leave_netns(back)
+
+
+def ra_changes(netns: str) -> list[Change]:
+    return [Change(f"net.ipv6.conf.{dev}.accept_ra in the netns", value, "0")
+            for dev, value in accept_ra(netns).items() if value != "0"]
 
 
 class VethStep(Step):
@@ -33,7 +78,7 @@ class VethStep(Step):
 
     def check(self):
         n = self.ctx.names
-        changes = [] if pinned(n.netns) else [Change(f"pin a network namespace on {n.netns}")]
+        changes = ra_changes(n.netns) if pinned(n.netns) else [Change(f"pin a network namespace on {n.netns}")]
         leases = ipam.load(n.instance)
         lease = leases.get(n.container)
         host_end = None
@@ -75,6 +120,9 @@ class VethStep(Step):
             routes = [r for r in ns.get_routes(family=2, table=254) if not r["dst_len"]]
             gw = net.gateway(self.ctx.instance)
         changes = [] if want in have and nl.is_up(eth0) else [Change("eth0", ",".join(sorted(have)), want)]
+        mac = eth0.get_attr("IFLA_ADDRESS")
+        if mac != net.mac_of(lease):  # the nat stage's anti-spoofing rules drop frames from any other
+            changes.append(Change("eth0 MAC", mac or "none", net.mac_of(lease)))
         if not any(r.get_attr("RTA_GATEWAY") == gw for r in routes):
             changes.append(Change("default route", "none", f"via {gw}"))
         return changes
@@ -103,6 +151,7 @@ class VethStep(Step):
         n = self.ctx.names
         with instance_lock(n.instance):
             self.pin()
+            refuse_router_ads(n.netns)  # before eth0 exists: it inherits default
             faults.point("veth.apply.mid")
             lease = self.wire() if self.bridged else None
             leases = ipam.load(n.instance) if self.bridged else {}
@@ -138,7 +187,7 @@ class VethStep(Step):
                 fd = os.open(n.netns, os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     nl.tolerate(nl.EXISTS, ipr.link, "add", ifname=n.host_veth, kind="veth", master=bridge,
-                                state="up", peer={"ifname": "eth0", "net_ns_fd": fd})
+                                state="up", peer={"ifname": "eth0", "address": net.mac_of(lease), "net_ns_fd": fd})
                 finally:
                     os.close(fd)
             ipr.link("set", ifname=n.host_veth, state="up")
@@ -150,10 +199,15 @@ class VethStep(Step):
             return bool(ns.link_lookup(ifname="eth0"))
 
     def configure_inside(self, lease: str) -> None:
+        """accept_ra off and the MAC of the lease (an eth0 left by a killed run may lack
+        either) before eth0 goes up; then its address and the default route."""
         inst = self.ctx.instance
+        refuse_router_ads(self.ctx.names.netns)
         with nl.iproute(self.ctx.names.netns) as ns:
             ns.link("set", ifname="lo", state="up")
             eth0 = ns.link_lookup(ifname="eth0")[0]
+            if ns.link("get", index=eth0)[0].get_attr("IFLA_ADDRESS") != net.mac_of(lease):
+                ns.link("set", index=eth0, address=net.mac_of(lease))
             nl.tolerate(nl.EXISTS, ns.addr, "add", index=eth0, address=lease, prefixlen=inst.network.prefixlen)
             ns.link("set", index=eth0, state="up")
             nl.tolerate(nl.EXISTS, ns.route, "add", dst="0.0.0.0/0", gateway=net.gateway(inst))

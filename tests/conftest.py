@@ -101,6 +101,7 @@ def force_clean(inst: Instance) -> None:
     for mp in sorted((m for m in mounted if m.startswith(inst.root)), key=len, reverse=True):
         subprocess.run(["umount", "-l", mp], capture_output=True)
     subprocess.run(["nft", "delete", "table", "ip", inst.nft_table], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "bridge", inst.nft_table], capture_output=True)
     for link in os.listdir("/sys/class/net"):
         if link == inst.bridge or link.startswith(inst.veth_prefix()):
             subprocess.run(["ip", "link", "del", link], capture_output=True)

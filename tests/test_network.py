@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from steps.network import mac_of
 from tests.conftest import REPO
 
 BUSYBOX = "/bin/busybox"
@@ -210,3 +211,225 @@ def test_start_refuses_a_port_taken_meanwhile(inst):
     assert p.returncode == 125 and "already published by container b" in p.stderr
     for name in ("a", "b"):
         inst.cli("rm", "--force", name, check=True)
+
+
+# --- hardening: anti-spoofing, router advertisements ------------------------------------------------
+
+LISTEN = r"""
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2]))); s.settimeout(0.2)
+print("listening", flush=True)
+got, end = [], time.monotonic() + 10
+while time.monotonic() < end:
+    try:
+        data, peer = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    got.append([peer[0], data.decode()])
+    if data == b"done":
+        end = min(end, time.monotonic() + 0.3)
+print(json.dumps(got), flush=True)
+"""
+
+# IPv4 + UDP written by hand: a raw IPPROTO_RAW socket sends the header as given (the kernel fills
+# in the length, the id and the header checksum), so the source address can be anything.
+SPOOF = r"""
+import socket, struct, sys, time
+def packet(src, dst, port, payload):
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
+                       socket.inet_aton(src), socket.inet_aton(dst)) + udp
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+dst, port = sys.argv[1], int(sys.argv[2])
+for arg in sys.argv[3:]:
+    src, payload = arg.split("=", 1)
+    for _ in range(3):
+        s.sendto(packet(src, dst, port, payload.encode()), (dst, 0))
+        time.sleep(0.03)
+"""
+
+# Whole Ethernet frames, each carrying "diy-TAG." after its headers (in an ARP frame: in the padding).
+FRAMES = r"""
+import socket, struct, sys, time
+iface, mac, ip, unused = sys.argv[1:5]
+hw = lambda m: bytes.fromhex(m.replace(":", ""))
+def checksum(b):
+    total = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+def ipv4(src, payload):  # UDP to the broadcast address, a valid header: br_netfilter checks it
+    udp = struct.pack("!HHHH", 40000, 9, 8 + len(payload), 0) + payload
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, socket.inet_aton(src),
+                       socket.inet_aton("255.255.255.255"))
+    return head[:10] + struct.pack("!H", checksum(head)) + head[12:] + udp
+def arp(sender_mac, sender_ip, payload):  # who has `unused`? (nobody answers)
+    return struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, hw(sender_mac), socket.inet_aton(sender_ip),
+                       b"\0" * 6, socket.inet_aton(unused)) + payload
+def ipv6(payload):  # fe80::bad to all nodes, no next header
+    return struct.pack("!IHBB16s16s", 0x60000000, len(payload), 59, 255, socket.inet_pton(socket.AF_INET6, "fe80::bad"),
+                       socket.inet_pton(socket.AF_INET6, "ff02::1")) + payload
+BCAST, FORGED = "ff:ff:ff:ff:ff:ff", "02:42:de:ad:be:ef"
+def frame(tag, src=mac, dst=BCAST):
+    mark = f"diy-{tag}.".encode()
+    body = {"mac-ipv4": (0x0800, ipv4(ip, mark)), "ip-ipv4": (0x0800, ipv4(unused, mark)),
+            "arp-ip": (0x0806, arp(mac, unused, mark)), "arp-mac": (0x0806, arp(FORGED, ip, mark)),
+            "ipv6": (0x86DD, ipv6(mark)), "vlan": (0x8100, struct.pack("!HH", 7, 0x0800) + ipv4(ip, mark)),
+            "honest-arp": (0x0806, arp(mac, ip, mark)), "done": (0x0800, ipv4(ip, mark))}[tag]
+    return hw(dst) + hw(src) + struct.pack("!H", body[0]) + body[1]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((iface, 0))
+for tag in sys.argv[5:]:
+    f = frame(tag, src=FORGED) if tag == "mac-ipv4" else frame(tag, dst="33:33:00:00:00:01") if tag == "ipv6" \
+        else frame(tag)
+    for _ in range(3):
+        s.send(f)
+        time.sleep(0.03)
+"""
+
+CAPTURE = r"""
+import json, re, socket, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))  # ETH_P_ALL
+s.bind(("eth0", 0)); s.settimeout(0.2)
+print("listening", flush=True)
+got, end = set(), time.monotonic() + 10
+while time.monotonic() < end:
+    try:
+        data = s.recv(4096)
+    except socket.timeout:
+        continue
+    for tag in re.findall(rb"diy-([a-z0-9-]+)\.", data):
+        got.add(tag.decode())
+        if tag == b"done":
+            end = min(end, time.monotonic() + 0.3)
+print(json.dumps(sorted(got)), flush=True)
+"""
+
+
+def in_netns(inst, name: str) -> list[str]:
+    """The command prefix that runs a host program inside a container's network namespace (its pin)."""
+    return ["nsenter", f"--net={os.path.join(inst.run_root, 'containers', name, 'netns')}"]
+
+
+def listened(listener: list[str], send: list[str]) -> str:
+    """Start listener (it prints "listening" when bound), run send, then return what it heard."""
+    proc = subprocess.Popen(listener, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "listening"
+        sh(*send)
+        out, _ = proc.communicate(timeout=20)
+        return out
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def udp_heard(inst, where: list[str], dst: str, sends: list[str]) -> set[str]:
+    """The payloads a listener at dst (a host command prefix: where) receives of the UDP packets
+    c1 sends it from the given sources ("SRC=PAYLOAD", ...), followed by an honest "done"."""
+    honest = ip_of(inst, "c1")
+    out = listened([*where, sys.executable, "-c", LISTEN, dst, "19099"],
+                   [*in_netns(inst, "c1"), sys.executable, "-c", SPOOF, dst, "19099", *sends, f"{honest}=done"])
+    return {payload for _, payload in json.loads(out)}
+
+
+def start(inst, *names: str) -> None:
+    for name in names:
+        inst.cli("run", "--name", name, "--detach", "--", "/bin/sleep", "1000", check=True)
+
+
+def test_spoofed_sources_never_leave_a_container(inst, outside):
+    """c1 sends UDP from another address of the subnet and from one outside it, then from its own,
+    to an outside host (through NAT), to c2 and to the host's bridge address: only its own arrive."""
+    start(inst, "c1", "c2")
+    try:
+        net = ipaddress.IPv4Network(inst.subnet)
+        near, c1 = str(net.network_address + 200), ip_of(inst, "c1")
+        for conf in ("all", "default", outside.peer_if):  # the outside host itself would drop a far source
+            outside.run("sysctl", "-qw", f"net.ipv4.conf.{conf}.rp_filter=0")
+        # far sources whose answers, if any, could only go to a test-made netns (the outside has no route out)
+        cases = [(["ip", "netns", "exec", outside.ns], outside.ip, "192.0.2.7"),
+                 (in_netns(inst, "c2"), ip_of(inst, "c2"), outside.ip),
+                 ([], str(next(net.hosts())), outside.ip)]
+        for where, dst, far in cases:
+            heard = udp_heard(inst, where, dst, [f"{near}=spoof-near", f"{far}=spoof-far", f"{c1}=honest"])
+            assert heard == {"honest", "done"}, (dst, heard)
+        # without the instance's bridge table the same packets do arrive: the probe can see them
+        sh("nft", "delete", "table", "bridge", inst.nft_table)
+        for where, dst, _ in cases:
+            heard = udp_heard(inst, where, dst, [f"{near}=spoof-near"])
+            assert heard == {"spoof-near", "done"}, (dst, heard)
+    finally:
+        for name in ("c1", "c2"):
+            inst.cli("rm", "--force", name, check=True)
+
+
+def test_forged_frames_never_reach_a_peer(inst):
+    """Frames from c1 with a forged MAC, a forged IPv4 or ARP sender, IPv6 (router advertisements
+    included) or a VLAN tag never reach c2; c1's own IPv4 and ARP do."""
+    start(inst, "c1", "c2")
+    try:
+        c1 = ip_of(inst, "c1")
+        unused = str(ipaddress.IPv4Network(inst.subnet).network_address + 201)
+        forged = ["mac-ipv4", "ip-ipv4", "arp-ip", "arp-mac", "ipv6", "vlan"]
+        send = [*in_netns(inst, "c1"), sys.executable, "-c", FRAMES, "eth0", mac_of(c1), c1, unused]
+        heard = json.loads(listened([*in_netns(inst, "c2"), sys.executable, "-c", CAPTURE],
+                                    [*send, *forged, "honest-arp", "done"]))
+        assert heard == ["done", "honest-arp"], heard
+        sh("nft", "delete", "table", "bridge", inst.nft_table)  # and without the table they would
+        heard = json.loads(listened([*in_netns(inst, "c2"), sys.executable, "-c", CAPTURE], [*send, *forged, "done"]))
+        assert heard == sorted([*forged, "done"]), heard
+    finally:
+        for name in ("c1", "c2"):
+            inst.cli("rm", "--force", name, check=True)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/sys/net/ipv6"), reason="the kernel has no IPv6")
+def test_router_advertisements_are_refused_inside(inst):
+    for network, devices in (("bridge", "all default eth0 lo"), ("none", "all default lo")):
+        files = [f"/proc/sys/net/ipv6/conf/{d}/accept_ra" for d in devices.split()]
+        p = inst.cli("run", "--name", "ra", "--rm", "--network", network, "--", "cat", *files)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["0"] * len(files), (network, p.stdout)
+
+
+def test_ping_of_the_gateway_still_works(inst):
+    """NET_RAW stays with containers: busybox ping opens a raw ICMP socket."""
+    gateway = str(next(ipaddress.IPv4Network(inst.subnet).hosts()))
+    p = inst.cli("run", "--name", "pg", "--rm", "--", "ping", "-c1", "-W3", gateway)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_check_sees_and_apply_repairs_the_hardening(inst):
+    start(inst, "h")
+    try:
+        for stage in ("veth", "nat"):
+            p = inst.cli(f"step.{stage}", "--name", "h", "--check")
+            assert p.returncode == 0 and p.stdout.startswith("ok:"), p.stdout
+        if os.path.isdir("/proc/sys/net/ipv6"):
+            sh(*in_netns(inst, "h"), "sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=1")
+        sh(*in_netns(inst, "h"), "ip", "link", "set", "eth0", "address", "02:00:00:00:00:01")
+        sh("nft", "delete", "table", "bridge", inst.nft_table)
+        for stage in ("veth", "nat"):
+            p = inst.cli(f"step.{stage}", "--name", "h", "--check")
+            assert p.stdout.startswith("would change:"), p.stdout
+            inst.cli(f"step.{stage}", "--name", "h", check=True)
+            p = inst.cli(f"step.{stage}", "--name", "h", "--check")
+            assert p.returncode == 0 and p.stdout.startswith("ok:"), p.stdout
+        view = json.loads(inst.cli("network.inspect", "--json", check=True).stdout)
+        assert "diy:antispoof:h:" in view["antispoof_table"]
+    finally:
+        inst.cli("rm", "--force", "h", check=True)
+    assert sh("nft", "list", "table", "bridge", inst.nft_table, check=False).returncode != 0
+
+
+def test_foreign_bridge_table_of_our_name_is_refused(inst):
+    sh("nft", "add", "table", "bridge", inst.nft_table)
+    try:
+        p = inst.cli("run", "--name", "t", "--", "/bin/true")
+        assert p.returncode == 125 and f"nft table bridge {inst.nft_table}" in p.stderr, p.stderr
+        assert "is not this instance's" in p.stderr
+        assert sh("nft", "list", "table", "bridge", inst.nft_table).returncode == 0  # untouched
+    finally:
+        sh("nft", "delete", "table", "bridge", inst.nft_table)
+    inst.cli("teardown", "t", check=True)
