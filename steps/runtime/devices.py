@@ -93,9 +93,14 @@ def _rule(entry: dict) -> Rule:
 
 def default_rules(privileged: bool) -> list[Rule]:
     """Docker's default allow list; privileged containers may use every device."""
+    return list(_default_rules(privileged))
+
+
+@functools.lru_cache(maxsize=2)
+def _default_rules(privileged: bool) -> tuple[Rule, ...]:
     if privileged:
-        return [ALLOW_ALL]
-    return [_rule(entry) for entry in _profile_devices()]
+        return (ALLOW_ALL,)
+    return tuple(_rule(entry) for entry in _profile_devices())
 
 
 def standard_nodes() -> list[Node]:
