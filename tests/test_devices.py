@@ -21,8 +21,9 @@ import pytest
 
 from steps import BadInput, linux
 from steps.facts import cgroup_hierarchies
-from steps.runtime import devices
-from steps.runtime.devices import ALLOW_ALL, Insn, Node, Rule
+from steps.runtime import device_program, devices
+from steps.runtime.device_program import Insn
+from steps.runtime.devices import ALLOW_ALL, Node, Rule
 from steps.state import read_value, write_value
 
 DEFAULT = devices.default_rules(False)
@@ -86,15 +87,15 @@ def test_v1_matches_compares_as_sets(tmp_path):
 
 # --- the eBPF program as data -----------------------------------------------------
 
-EXIT, MOV32, JNE = devices.OPCODES["exit"], devices.OPCODES["mov32"], devices.OPCODES["jne"]
+EXIT, MOV32, JNE = device_program.OPCODES["exit"], device_program.OPCODES["mov32"], device_program.OPCODES["jne"]
 
 
 def run(program: bytes, dev_type: int, access: int, major: int, minor: int) -> int:
     """Interpret the handful of opcodes v2_program uses, on one bpf_cgroup_dev_ctx."""
     ctx = struct.pack("=III", access << 16 | dev_type, major, minor)
     regs: dict[int, object] = {1: "ctx"}
-    insns, pc = devices.decode(program), 0
-    op = {v: k for k, v in devices.OPCODES.items()}
+    insns, pc = device_program.decode(program), 0
+    op = {v: k for k, v in device_program.OPCODES.items()}
     for _ in range(len(insns)):  # no back-edges: each instruction runs at most once
         code, dst, src, off, imm = insns[pc]
         name, pc = op[code], pc + 1
@@ -123,8 +124,8 @@ def reference(rules: list[Rule], kind: str, access: str, major: int, minor: int)
 
 
 def test_program_shape():
-    program = devices.v2_program(DEFAULT)
-    insns = devices.decode(program)
+    program = device_program.v2_program(DEFAULT)
+    insns = device_program.decode(program)
     assert len(program) % 8 == 0 and len(insns) == len(program) // 8
     # prologue 6; per rule: the type jump, 3 for an access check unless rwm, 1 per number, 2 to allow
     assert len(insns) == 6 + (1 + 3 + 2) * 2 + (1 + 1 + 1 + 2) * 7 + (1 + 1 + 2) + 2
@@ -134,36 +135,36 @@ def test_program_shape():
         if code == JNE:
             assert pc < pc + 1 + off < len(insns), f"instruction {pc} jumps to {pc + 1 + off}"
             assert insns[pc + 1 + off - 1][0] == EXIT  # to the start of a block, right after an exit
-    assert devices.assemble(devices.v2_listing(DEFAULT)) == program
+    assert device_program.assemble(device_program.v2_listing(DEFAULT)) == program
 
 
 def test_program_allows_exactly_what_the_rules_allow():
     rules = DEFAULT + [Rule("b", 8, None, "r"), Rule("c", 10, 200, "rw")]
-    program = devices.v2_program(rules)
-    kinds = {"b": devices.DEV_BLOCK, "c": devices.DEV_CHAR}
+    program = device_program.v2_program(rules)
+    kinds = {"b": device_program.DEV_BLOCK, "c": device_program.DEV_CHAR}
     accesses = ["".join(a) for n in (1, 2, 3) for a in itertools.combinations("rwm", n)]
     for kind, access, major, minor in itertools.product("bc", accesses, (1, 5, 7, 8, 10, 136, 4095),
                                                         (0, 2, 3, 5, 11, 200)):
-        bits = sum(devices.ACC_BITS[a] for a in access)
+        bits = sum(device_program.ACC_BITS[a] for a in access)
         want = reference(rules, kind, access, major, minor)
         assert run(program, kinds[kind], bits, major, minor) == want, (kind, major, minor, access)
 
 
 def test_privileged_program_allows_everything_and_has_no_dead_code():
-    program = devices.v2_program(PRIVILEGED)
-    insns = devices.decode(program)
+    program = device_program.v2_program(PRIVILEGED)
+    insns = device_program.decode(program)
     assert insns[-2:] == [(MOV32, 0, 0, 0, 1), (EXIT, 0, 0, 0, 0)]  # the verifier refuses unreachable code
-    assert devices.v2_program([ALLOW_ALL, *DEFAULT]) == program
-    assert run(program, devices.DEV_BLOCK, 7, 7, 0) == 1
+    assert device_program.v2_program([ALLOW_ALL, *DEFAULT]) == program
+    assert run(program, device_program.DEV_BLOCK, 7, 7, 0) == 1
 
 
 def test_assembler_refuses_jumps_it_cannot_place():
     with pytest.raises(ValueError, match="not a label ahead"):
-        devices.assemble(["top", Insn("jne", 2, imm=1, target="top"), Insn("exit")])
+        device_program.assemble(["top", Insn("jne", 2, imm=1, target="top"), Insn("exit")])
     with pytest.raises(ValueError, match="not a label ahead"):
-        devices.assemble([Insn("jne", 2, imm=1, target="nowhere"), Insn("exit")])
+        device_program.assemble([Insn("jne", 2, imm=1, target="nowhere"), Insn("exit")])
     with pytest.raises(ValueError, match="not a label ahead"):
-        devices.assemble([Insn("jne", 2, imm=1, target="end"), Insn("exit"), "end"])
+        device_program.assemble([Insn("jne", 2, imm=1, target="end"), Insn("exit"), "end"])
 
 
 # --- real cgroups ---------------------------------------------------------------------
@@ -410,8 +411,8 @@ def test_v2_errors_name_the_cgroup(inst):
 def test_verifier_reason_is_in_the_error():
     if os.geteuid() != 0:
         pytest.skip("needs root: loading a cgroup device program needs CAP_BPF or CAP_SYS_ADMIN")
-    exit_only = devices.encode(EXIT)  # returns r0 without ever setting it
+    exit_only = device_program.encode(EXIT)  # returns r0 without ever setting it
     with pytest.raises(OSError, match=r"BPF_PROG_LOAD: Permission denied \(verifier: R0 !read_ok\)"):
         linux.bpf_prog_load(linux.BPF_PROG_TYPE_CGROUP_DEVICE, exit_only, devices.LICENSE)
-    fd = linux.bpf_prog_load(linux.BPF_PROG_TYPE_CGROUP_DEVICE, devices.v2_program(DEFAULT), devices.LICENSE)
+    fd = linux.bpf_prog_load(linux.BPF_PROG_TYPE_CGROUP_DEVICE, device_program.v2_program(DEFAULT), devices.LICENSE)
     os.close(fd)

@@ -74,7 +74,7 @@ def parse_security_opts(items: list[str] | None) -> dict:
 
 def seccomp_file(path: str) -> str:
     """A profile file named by the user: absolute, and valid now (refused before anything is made)."""
-    from steps.runtime.seccomp import load_profile
+    from steps.runtime.seccomp_profile import load_profile
 
     full = os.path.abspath(path)
     if not os.path.isfile(full):
