@@ -16,6 +16,7 @@ import time
 import pytest
 
 from steps.facts import mounts
+from tests.probes import probe_build_fixture, probes_fixture  # noqa: F401 - the fixtures probe_build, probes
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 WANTED = ("memory", "cpu", "pids")
@@ -197,3 +198,30 @@ def test_v2_privileged_sub_cgroups_go_with_rm_force(inst):
     assert os.path.isdir(os.path.join(host_cgroup(inst, "nest"), "a", "side"))
     inst.cli("rm", "--force", "nest", check=True, timeout=120)
     assert not os.path.exists(host_cgroup(inst, "nest"))  # the leak check then proves the rest
+
+
+# The attacker's probes of tests/test_escape.py, all in one default container (each run costs seconds
+# here): on a pure v2 host the cgroupfs, the device program and the namespace view are v2's own.
+ESCAPES = """
+/probe status
+/probe mount-tmpfs /mnt; /probe mount-proc /mnt; /probe mount-cgroup /mnt
+/probe remount /; /probe userns
+/probe sysctl-write /proc/sys/kernel/core_pattern /proc/sys/vm/swappiness
+/probe masked /proc/keys /proc/timer_list /proc/kcore /sys/firmware
+/probe mknod /dev/probe-kmsg c 1 11; /probe mknod /dev/probe-loop b 7 0
+/probe open-dev /kmsg-node
+/probe shocker /etc/hosts
+/probe keyring
+/probe fds
+/probe remount /sys/fs/cgroup --write probe-cgroup
+"""
+
+
+def test_v2_default_container_blocks_the_escape_probes(probes):
+    r = probes.sh(ESCAPES.replace("\n", "; ").strip("; "), timeout=300)
+    assert not r.escaped, r
+    info = r.info
+    assert info["CapEff"] == "00000000a80425fb" and info["CapBnd"] == "00000000a80425fb", r
+    assert info["Seccomp"] == "2" and info["NoNewPrivs"] == "0", r
+    assert info["fds"] == "0,1,2", r
+    assert len(r.blocked) >= 15, r
