@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from steps.runtime.devices import Rule
 
-ACCESS = "rwm"  # the access letters of a rule: mknod, read, write
 
 # --- cgroup v2: the eBPF program -----------------------------------------------
 # struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; } (the program's r1):
@@ -111,7 +110,7 @@ def _rule_block(rule: Rule, skip: str) -> list[Insn]:
     block = []
     if not rule.is_all:
         block.append(Insn("jne", R2, imm=TYPE_BITS[rule.type], target=skip))
-    if rule.access_set() != set(ACCESS):
+    if not rule.every_access:
         # every requested bit must be one the rule grants: (requested & ~granted) == 0
         denied = ~_access_bits(rule.access) & 0xFFFF
         block += [Insn("movr32", R1, R3), Insn("and32", R1, imm=denied), Insn("jne", R1, imm=0, target=skip)]

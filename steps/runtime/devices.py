@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from steps import BadInput, linux
-from steps.runtime.device_program import ACCESS, v2_program
 from steps.state import read_value, write_value
 
 PROFILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "profiles", "default.json")
+ACCESS = "rwm"  # the access letters of a rule: mknod, read, write
 MAX_NUMBER = 0x7FFFFFFF  # an eBPF immediate is a signed 32-bit int, sign-extended in 64-bit jumps
 
 
@@ -63,6 +63,10 @@ class Rule:
     def access_set(self) -> frozenset[str]:
         """The access letters, order aside."""
         return frozenset(self.access)
+
+    @property
+    def every_access(self) -> bool:
+        return self.access_set() == frozenset(ACCESS)
 
 
 class Node(NamedTuple):
@@ -197,6 +201,8 @@ def v2_attach(cgroup_dir: str, rules: list[Rule]) -> None:
     own, but every attach would then add a program and the old ones would need detaching.
     An ancestor's ALLOW_MULTI programs still run as well: the most restrictive one wins.
     The attachment holds the program, so our fd is closed; rmdir releases both."""
+    from steps.runtime.device_program import v2_program  # pure v2 hosts only
+
     program = v2_program(rules)
     try:
         directory = _open_dir(cgroup_dir)

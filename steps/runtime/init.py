@@ -18,7 +18,7 @@ import os
 import signal
 
 from steps import EXIT_DIY_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, linux
-from steps.runtime import confine, rootfs
+from steps.runtime import confine, rootfs, terminal  # now: after pivot_root nothing of the host can be imported
 
 NAMESPACES = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
               | linux.CLONE_NEWCGROUP)
@@ -107,12 +107,10 @@ def container_init(plan: dict, err_w: int, go_r: int, console: int) -> None:
 
 def take_own_terminal(console: int) -> None:
     """A pty of the container's devpts: the master goes to the monitor, the slave is ours."""
-    from steps.runtime.terminal import make_controlling, open_container_pty, send_fd
-
-    master, slave = open_container_pty()
-    send_fd(console, master)
+    master, slave = terminal.open_container_pty()
+    terminal.send_fd(console, master)
     os.close(master)
-    make_controlling(slave)
+    terminal.make_controlling(slave)
 
 
 def close_fds(keep: set[int]) -> None:

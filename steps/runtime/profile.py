@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from steps import BadInput
 
@@ -104,8 +104,7 @@ def cap_mask(caps: list[str]) -> int:
     return sum(1 << CAPABILITIES.index(c) for c in caps)
 
 
-@dataclass
-class Profile:
+class Profile(NamedTuple):
     """What confines one container, resolved from its spec."""
 
     privileged: bool

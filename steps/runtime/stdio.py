@@ -12,8 +12,6 @@ import os
 import signal
 import socket
 
-from steps.runtime import terminal
-
 
 class Stdio:
     def __init__(self, tty: bool, interactive: bool):
@@ -69,6 +67,8 @@ class Stdio:
     def receive_terminal(self) -> None:
         """The pty master the init sent (tty only); None when the init failed first."""
         if self.tty:
+            from steps.runtime import terminal
+
             self.master = terminal.receive_fd(self.console[0].fileno())
             if self.master is not None:
                 self.pairs = [(self.master, 1)] + ([(0, self.master)] if self.interactive else [])
@@ -80,6 +80,8 @@ class Stdio:
         """Copy bytes until the init has exited; the caller's terminal raw meanwhile (tty)."""
         if not self.pairs:
             return
+        from steps.runtime import terminal
+
         previous = None
         with terminal.RawMode(0) if self.tty and self.interactive else _Nothing():
             if self.master is not None and os.isatty(0):
