@@ -8,7 +8,7 @@ from steps import BadInput
 from steps.cgroup import parse_cpus, parse_memory, parse_pids
 from steps.image.reference import canonical
 from steps.state import now_iso
-from steps.volumes import check_volumes, parse_volume, resolve_in_root
+from steps.volumes import check_volumes, parse_volume
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
@@ -155,29 +155,3 @@ def same(a: dict, b: dict) -> bool:
 def differences(a: dict, b: dict) -> list[str]:
     """The spec keys that differ; a missing key reads as its empty default (older records)."""
     return [k for k in SPEC_KEYS if (a.get(k) or None) != (b.get(k) or None)]
-
-
-def command_candidates(argv0: str, env: list[str]) -> list[str]:
-    """The absolute paths execvp would try for argv0 (a relative one is left to exec)."""
-    from steps.launch import DEFAULT_PATH
-
-    path = dict(e.split("=", 1) for e in env).get("PATH", DEFAULT_PATH)
-    if "/" in argv0:
-        return [argv0] if argv0.startswith("/") else []
-    return [os.path.join(d, argv0) for d in path.split(":") if d.startswith("/")]
-
-
-def command_exists(lower_dirs: list[str], argv0: str, env: list[str]) -> bool:
-    """Whether argv0 can be found in the image (top layer first), as execvp would look."""
-    candidates = command_candidates(argv0, env)
-    if not candidates:
-        return True  # relative to the workdir: let exec decide
-    for candidate in candidates:
-        for layer in lower_dirs:
-            try:
-                found = resolve_in_root(layer, candidate)
-            except Exception:  # noqa: BLE001 - a layer we cannot judge: let exec decide
-                return True
-            if found and os.path.exists(found):
-                return True  # a directory or a non-executable: exec says 126
-    return False

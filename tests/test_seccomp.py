@@ -241,7 +241,7 @@ def test_tightening_keeps_conditional_rules_and_is_cached_apart(default_path, tm
 
 def test_default_profile_path_names_the_fix(monkeypatch, tmp_path):
     missing = str(tmp_path / "seccomp.json")
-    monkeypatch.setattr(profile, "defaults", lambda: {"seccomp_profiles": [missing]})
+    monkeypatch.setattr(seccomp, "defaults", lambda: {"seccomp_profiles": [missing]})
     with pytest.raises(StepFailed) as e:
         seccomp.default_profile_path()
     message = str(e.value)

@@ -78,8 +78,7 @@ def missing_command(instance, spec: dict) -> str | None:
     anything is made (the built-in busybox need not be built yet: its applet list
     answers; an image still to pull is not judged)."""
     from steps.image.busybox import paths
-    from steps.launch import command_argv
-    from steps.spec import command_candidates, command_exists
+    from steps.runtime.command import command_argv, command_candidates, command_exists
 
     store = Store(instance)
     record = store.resolve(spec["image"])

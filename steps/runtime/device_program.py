@@ -8,11 +8,6 @@ from __future__ import annotations
 import struct
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from steps.runtime.devices import Rule
-
 
 # --- cgroup v2: the eBPF program -----------------------------------------------
 # struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; } (the program's r1):
@@ -105,7 +100,7 @@ def _access_bits(access: str) -> int:
     return bits
 
 
-def _rule_block(rule: Rule, skip: str) -> list[Insn]:
+def _rule_block(rule, skip: str) -> list[Insn]:
     """Allow (return 1) when the request matches rule, else jump to the label skip."""
     block = []
     if not rule.is_all:
@@ -121,7 +116,7 @@ def _rule_block(rule: Rule, skip: str) -> list[Insn]:
     return block + [Insn("mov32", R0, imm=1), Insn("exit")]
 
 
-def v2_listing(rules: list[Rule]) -> list[Insn | str]:
+def v2_listing(rules: list) -> list[Insn | str]:
     """The program before assembly: the prologue, one block per rule, then deny (return 0)."""
     lines: list[Insn | str] = _prologue()
     for i, rule in enumerate(rules):
@@ -131,6 +126,6 @@ def v2_listing(rules: list[Rule]) -> list[Insn | str]:
     return lines + ["deny", Insn("mov32", R0, imm=0), Insn("exit")]
 
 
-def v2_program(rules: list[Rule]) -> bytes:
+def v2_program(rules: list) -> bytes:
     """A BPF_PROG_TYPE_CGROUP_DEVICE program allowing exactly what rules allow."""
     return assemble(v2_listing(rules))

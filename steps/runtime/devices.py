@@ -13,15 +13,14 @@ cgroup v2  there is no devices controller: a BPF_PROG_TYPE_CGROUP_DEVICE program
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from steps import BadInput, linux
+from steps.profiles import defaults
 from steps.state import read_value, write_value
 
-PROFILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "profiles", "default.json")
 ACCESS = "rwm"  # the access letters of a rule: mknod, read, write
 MAX_NUMBER = 0x7FFFFFFF  # an eBPF immediate is a signed 32-bit int, sign-extended in 64-bit jumps
 
@@ -81,11 +80,9 @@ class Node(NamedTuple):
 ALLOW_ALL = Rule("a", None, None, ACCESS)
 
 
-@functools.lru_cache(maxsize=1)
-def _profile_devices() -> tuple[dict, ...]:
-    """The "devices" entries of Docker's default profile, read once."""
-    with open(PROFILE) as f:
-        return tuple(json.load(f)["devices"])
+def _profile_devices() -> list[dict]:
+    """The "devices" entries of Docker's default profile."""
+    return defaults()["devices"]
 
 
 def _rule(entry: dict) -> Rule:

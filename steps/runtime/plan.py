@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 
+from steps.profiles import defaults
 from steps.runtime import profile as profiles
 
 
 def build(ctx) -> dict:
     from steps.image import runtime_config
     from steps.image.store import Store
-    from steps.launch import command_argv, container_env, resolve_user
+    from steps.runtime.command import command_argv, container_env, resolve_user
     from steps.veth import pinned
 
     spec, n = ctx.spec, ctx.names
@@ -44,12 +45,12 @@ def confinement(ctx) -> dict:
     if source is not None:
         from steps.runtime.seccomp import program as compiled
 
-        tightening = profiles.defaults()["seccomp_default_tightening"] if p.seccomp == "default" else None
+        tightening = defaults()["seccomp_default_tightening"] if p.seccomp == "default" else None
         program = compiled(source, frozenset(f"CAP_{c}" for c in p.caps), seccomp_cache(ctx.instance), tightening)
     return {"privileged": p.privileged, "caps": profiles.cap_mask(p.caps) & own_permitted(),
             "last_cap": len(profiles.known_capabilities()) - 1, "seccomp": program,
             "no_new_privileges": p.no_new_privileges, "masked_paths": p.masked_paths,
-            "readonly_paths": p.readonly_paths, "rlimits": profiles.defaults()["rlimits"],
+            "readonly_paths": p.readonly_paths, "rlimits": defaults()["rlimits"],
             "cgroup_mounts": cgroup_mounts()}
 
 

@@ -7,11 +7,11 @@ Everything here is validated when the spec is built, before anything is made.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import NamedTuple
 
 from steps import BadInput
+from steps.profiles import defaults
 
 # capabilities(7), include/uapi/linux/capability.h: the number is the bit.
 CAPABILITIES = (
@@ -22,15 +22,7 @@ CAPABILITIES = (
     "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
     "CHECKPOINT_RESTORE",
 )
-PROFILES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "profiles")
 SECURITY_OPT_HINT = "use seccomp=unconfined, seccomp=/path/profile.json or no-new-privileges"
-
-
-@functools.lru_cache(maxsize=1)
-def defaults() -> dict:
-    """Docker's default confinement, as data."""
-    with open(os.path.join(PROFILES_DIR, "default.json")) as f:
-        return json.load(f)
 
 
 @functools.lru_cache(maxsize=1)

@@ -21,6 +21,7 @@ import os
 import sys
 
 from steps import BadInput, StepFailed
+from steps.profiles import defaults
 from steps.runtime.seccomp_profile import (  # noqa: F401 - load_profile, validate, tighten: the public face
     ARCHES,
     KERNEL_VERSION,
@@ -52,8 +53,6 @@ HOSTS = {"x86_64": ("SCMP_ARCH_X86_64", "amd64"), "i686": ("SCMP_ARCH_X86", "x86
 
 def default_profile_path() -> str:
     """The first existing file of default.json's "seccomp_profiles" (the distribution's default profile)."""
-    from steps.runtime.profile import defaults
-
     candidates = list(defaults()["seccomp_profiles"])
     for path in candidates:
         if os.path.isfile(path):
