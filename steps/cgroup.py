@@ -10,11 +10,11 @@ from __future__ import annotations
 import errno
 import os
 import re
-import signal
 import time
 
 from steps import BadInput, Change, Step, StepFailed, absent, applied, faults, partial
 from steps.facts import Hierarchy, cgroup_hierarchies, controller_hierarchies
+from steps.runtime.cgroups import fill_cpuset, kill_order, kill_tree, subtree
 from steps.state import read_value as read
 from steps.state import write_value as write
 
@@ -101,9 +101,6 @@ def cgroup_dirs(cgroup_path: str) -> list[tuple[Hierarchy, str]]:
     return [(h, os.path.join(h.root, cgroup_path)) for h in hierarchies()]
 
 
-def procs(directory: str) -> list[int]:
-    text = read(os.path.join(directory, "cgroup.procs")) or ""
-    return [int(p) for p in text.split()]
 
 
 def join(cgroup_path: str, pid: int) -> None:
@@ -130,25 +127,16 @@ def _same(name: str, have: str | None, want: str) -> bool:
     return have == want
 
 
-def subtree(d: str) -> list[str]:
-    """d and every cgroup below it (made by a container that could write its cgroupfs),
-    deepest first: the order rmdir needs."""
-    found = [dirpath for dirpath, _, _ in os.walk(d)]
-    return sorted(found, key=lambda p: p.count("/"), reverse=True)
 
 
-def fill_cpuset(h: Hierarchy, d: str) -> None:
-    """A v1 cpuset cgroup takes no task until cpus and mems are set: copy them down from the
-    nearest ancestor that has them (cgroup-v1/cpusets.rst)."""
-    if "cpuset" not in h.controllers or h.version != 1:
-        return
-    rel = os.path.relpath(d, h.root)
-    current = h.root
-    for part in rel.split("/"):
-        parent, current = current, os.path.join(current, part)
-        for name in ("cpuset.cpus", "cpuset.mems"):
-            if not (read(os.path.join(current, name)) or "").strip():
-                write(os.path.join(current, name), read(os.path.join(parent, name)) or "")
+
+
+
+
+
+
+
+
 
 
 def device_rules(spec: dict):
@@ -266,34 +254,20 @@ class CgroupStep(Step):
             write(path, want)
 
     def undo(self):
-        dirs = [d for _, d in cgroup_dirs(self.path) if os.path.isdir(d)]
-        for d in dirs:  # every hierarchy first: a process is in one cgroup of each
-            self.kill_all(d)
+        found = [(h, d) for h, d in cgroup_dirs(self.path) if os.path.isdir(d)]
+        for h, d in sorted(found, key=lambda hd: kill_order(hd[0])):  # a process is in one cgroup of each
+            kill_tree(h, d)
         faults.point("cgroup.undo.mid")
-        for d in dirs:
+        for h, d in found:
             for sub in subtree(d):
-                self.remove(sub)
+                self.remove(h, sub)
         for _, d in cgroup_dirs(self.path):
             try:
                 os.rmdir(os.path.dirname(d))  # the instance's parent, when this was its last
             except OSError:
                 pass
 
-    def kill_all(self, d: str) -> None:
-        """SIGKILL to everything in d and below, until they are gone (cgroup.kill on v2 kills
-        the whole subtree at once; v1 needs the walk)."""
-        if os.path.exists(os.path.join(d, "cgroup.kill")):
-            write(os.path.join(d, "cgroup.kill"), "1")
-        deadline = time.monotonic() + 10
-        while (pids := [p for sub in subtree(d) for p in procs(sub)]) and time.monotonic() < deadline:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
-
-    def remove(self, d: str) -> None:
+    def remove(self, h: Hierarchy, d: str) -> None:
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -304,5 +278,5 @@ class CgroupStep(Step):
             except OSError as e:
                 if e.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise OSError(e.errno, f"cannot remove cgroup {d}: {e.strerror}") from None
-                self.kill_all(d)
+                kill_tree(h, d)
                 time.sleep(0.01)

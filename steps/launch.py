@@ -49,6 +49,18 @@ def terminate(pid: int, start: int, grace: float) -> None:
     wait_gone(pid, start, 30)
 
 
+def thaw_container(cgroup_path: str) -> None:
+    """A container that froze itself (v1 freezer, possible with --privileged) would sleep through
+    SIGTERM and SIGKILL: thaw its subtree first."""
+    from steps.facts import cgroup_hierarchies
+    from steps.runtime.cgroups import thaw
+
+    for h in cgroup_hierarchies():
+        d = os.path.join(h.root, cgroup_path)
+        if "freezer" in h.controllers and os.path.isdir(d):
+            thaw(d)
+
+
 class LaunchStep(Step):
     name = "launch"
 
@@ -83,6 +95,7 @@ class LaunchStep(Step):
             return
         if init_alive:
             grace = self.ctx.spec.get("stop_timeout", self.ctx.instance.stop_timeout)
+            thaw_container(self.ctx.names.cgroup_path)
             terminate(rt["init_pid"], rt["init_start"], grace)
         faults.point("launch.undo.mid")
         remove_file(self.ctx.names.runtime_state)

@@ -6,11 +6,15 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
 import tarfile
+import time
 
 import pytest
 
 from steps.image.busybox import applets
+from tests.conftest import REPO
 
 
 def run_out(inst, *args: str) -> str:
@@ -132,3 +136,76 @@ def test_bad_security_flags_make_nothing(inst, flags, words):
     assert p.returncode == 125
     assert words in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert inst.containers() == []
+
+
+# --- found by review: what the caller hands over, and what a profile can fake ------------------------
+
+def test_the_callers_files_are_relayed_never_handed_over(inst, tmp_path):
+    secret = tmp_path / "cfg"
+    secret.write_text("secret\n")
+    secret.chmod(0o400)
+    log = tmp_path / "log"
+    log.write_text("EARLIER LOG LINE\n")
+    with open(secret) as stdin, open(log, "a") as stdout:
+        p = subprocess.run([sys.executable, "-m", "invoke", "run", "--rm", "--network", "none", "--interactive",
+                            "--", "/bin/sh", "-c", "echo written > /proc/self/fd/0; ls -l /proc/self/fd/; cat"],
+                           cwd=REPO, env=inst.env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert secret.read_text() == "secret\n"
+    out = log.read_text()
+    assert out.count("EARLIER LOG LINE") == 1 and "secret" in out  # stdin's content, relayed
+    assert str(tmp_path) not in out and "pipe:" in out  # fds 0-2 are our pipes, not the caller's files
+
+
+def test_the_callers_groups_and_umask_stay_outside(inst):
+    def as_caller():
+        os.setgroups([4, 6, 27])
+        os.umask(0)
+
+    p = subprocess.run([sys.executable, "-m", "invoke", "run", "--rm", "--network", "none", "--", "/bin/sh", "-c",
+                        "grep Groups /proc/self/status; umask"], cwd=REPO, env=inst.env, capture_output=True,
+                       text=True, timeout=60, preexec_fn=as_caller, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    groups = p.stdout.split("Groups:")[1].split("\n")[0].split()
+    assert not {"4", "6", "27"} & set(groups), p.stdout
+    assert p.stdout.split()[-1] == "0022"
+
+
+def test_a_profile_that_fakes_setuid_is_caught(inst, tmp_path):
+    from steps.runtime.seccomp import default_profile_path
+
+    doc = json.load(open(default_profile_path()))
+    doc["syscalls"].insert(0, {"names": ["setuid", "setgid", "setgroups", "capset", "prctl"],
+                               "action": "SCMP_ACT_ERRNO", "errnoRet": 0})
+    with open(tmp_path / "a:b.json", "w") as f:  # a ':' in the path is part of it, not a separator
+        json.dump(doc, f)
+    p = inst.cli("run", "--rm", "--network", "none", "--user", "1000", "--security-opt",
+                 f"seccomp={tmp_path}/a:b.json", "--", "id")
+    assert p.returncode == 125 and "cannot drop privileges" in p.stderr, p.stdout + p.stderr
+    assert "uid=" not in p.stdout
+    assert inst.containers() == []
+
+
+def test_volumes_on_dev_shm_and_etc_hosts_are_honoured(inst, tmp_path):
+    shared = tmp_path / "shm"
+    shared.mkdir()
+    (shared / "seen").write_text("from the host\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.9.9.9 mine\n")
+    out = run_out(inst, "--volume", f"{shared}:/dev/shm", "--volume", f"{hosts}:/etc/hosts:ro", "--",
+                  "/bin/sh", "-c", "cat /dev/shm/seen; cat /etc/hosts; grep ' /dev/shm ' /proc/self/mountinfo")
+    assert "from the host" in out and "10.9.9.9 mine" in out
+    assert "nodev" in out.splitlines()[-1]
+
+
+def test_teardown_thaws_a_container_that_froze_itself(inst):
+    script = ("mkdir /sys/fs/cgroup/freezer/sub && echo $$ > /sys/fs/cgroup/freezer/sub/cgroup.procs && "
+              "sleep 0.2 && echo FROZEN > /sys/fs/cgroup/freezer/sub/freezer.state; sleep 1000")
+    if not os.path.isdir("/sys/fs/cgroup/freezer"):
+        pytest.skip("no cgroup v1 freezer hierarchy on this host")
+    inst.cli("run", "--detach", "--privileged", "--network", "none", "--name", "frozen", "--", "/bin/sh", "-c",
+             script, check=True)
+    time.sleep(1)
+    start = time.monotonic()
+    inst.cli("teardown", "frozen", check=True, timeout=60)
+    assert time.monotonic() - start < 20

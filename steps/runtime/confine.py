@@ -13,6 +13,7 @@ The order matters (README "Confinement"):
 """
 from __future__ import annotations
 
+import errno
 import os
 import resource
 
@@ -27,6 +28,7 @@ def isolate_session(rlimits: dict[str, list[int]]) -> None:
     linux.join_session_keyring()
     for name, (soft, hard) in rlimits.items():
         set_rlimit(RLIMITS[name], soft, hard)
+    os.umask(0o022)  # runc's default, not whatever the caller's shell had
 
 
 def set_rlimit(which: int, soft: int, hard: int) -> None:
@@ -46,17 +48,37 @@ def before_privileges_drop(plan: dict) -> None:
 
 
 def drop_privileges(plan: dict) -> None:
-    keep, user = plan["caps"], plan.get("user")
+    """The user is always set, root included: the caller's supplementary groups never pass."""
+    keep, user = plan["caps"], plan["user"]
     for cap in range(plan["last_cap"] + 1):
         if not keep >> cap & 1:
             linux.drop_bounding(cap)
-    if user is not None:
-        os.setgroups(user["groups"])
-        os.setgid(user["gid"])
-        os.setuid(user["uid"])  # from root to another uid: permitted and effective are cleared
-    root = user is None or user["uid"] == 0
+    os.setgroups(user["groups"])
+    os.setgid(user["gid"])
+    os.setuid(user["uid"])  # from root to another uid: permitted and effective are cleared
+    root = user["uid"] == 0
     linux.capset(keep if root else 0, keep if root else 0, 0)
     linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+    verify_dropped(keep if root else 0, keep, user)
+
+
+def verify_dropped(effective: int, bounding: int, user: dict) -> None:
+    """Ask the kernel what we are now (proc(5) /proc/self/status): a seccomp profile can make
+    setuid, setgroups, capset or prctl return 0 without doing anything (SCMP_ACT_ERRNO with
+    errnoRet 0), and then the command would run as root with every capability. Fail closed."""
+    with open("/proc/self/status") as f:
+        status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+    ids = {str(user["uid"])}, {str(user["gid"])}
+    problems = [f"{key} is {status[key].split()}" for key, want in (("Uid", ids[0]), ("Gid", ids[1]))
+                if set(status[key].split()) != want]
+    if sorted(int(g) for g in status["Groups"].split()) != sorted(set(user["groups"])):
+        problems.append(f"Groups are {status['Groups'].split()}")
+    masks = {key: int(status[key], 16) for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+    limits = {"CapInh": 0, "CapPrm": effective, "CapEff": effective, "CapBnd": bounding, "CapAmb": 0}
+    problems += [f"{key} is {masks[key]:016x}" for key, allowed in limits.items() if masks[key] & ~allowed]
+    if problems:
+        raise OSError(errno.EPERM, "cannot drop privileges: " + ", ".join(problems) +
+                      " (does the seccomp profile fake success for setuid, setgroups or capset?)")
 
 
 def just_before_exec(plan: dict) -> None:

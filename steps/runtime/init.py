@@ -87,7 +87,7 @@ def container_init(plan: dict, err_w: int, go_r: int, console: int) -> None:
         rootfs.prepare(plan)
         confine.isolate_session(plan["rlimits"])
         if plan["tty"]:
-            take_own_terminal(console)
+            take_own_terminal(console, plan["user"]["uid"])
         os.close(console)
         os.makedirs(plan["workdir"], exist_ok=True)  # a missing WorkingDir is made, as Docker does
         confine.before_privileges_drop(plan)
@@ -105,12 +105,12 @@ def container_init(plan: dict, err_w: int, go_r: int, console: int) -> None:
         fail(err_w, EXIT_DIY_FAILED, f"cannot start the container: {e}")
 
 
-def take_own_terminal(console: int) -> None:
+def take_own_terminal(console: int, uid: int) -> None:
     """A pty of the container's devpts: the master goes to the monitor, the slave is ours."""
     master, slave = terminal.open_container_pty()
     terminal.send_fd(console, master)
     os.close(master)
-    terminal.make_controlling(slave)
+    terminal.make_controlling(slave, uid)
 
 
 def close_fds(keep: set[int]) -> None:

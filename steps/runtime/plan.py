@@ -22,7 +22,8 @@ def build(ctx) -> dict:
     spec, n = ctx.spec, ctx.names
     image = Store(ctx.instance).image(spec["image_id"]) if spec.get("image_id") else None
     config = runtime_config(image)
-    user = resolve_user(n.merged, spec.get("user") or config.get("User"))
+    asked = spec.get("user") or config.get("User")
+    user = resolve_user(n.merged, asked or "0")  # root's groups come from the image, never the caller's
     etc = {f"/etc/{f}": os.path.join(n.etc_dir, f) for f in ("hosts", "hostname", "resolv.conf")
            if os.path.exists(os.path.join(n.etc_dir, f))}
     tty = bool(spec.get("tty"))
@@ -31,7 +32,8 @@ def build(ctx) -> dict:
             "hostname": spec.get("hostname") or n.container,
             "workdir": spec.get("workdir") or config.get("WorkingDir") or "/", "tty": tty,
             "argv": command_argv(spec, config), "user": user,
-            "env": container_env(spec, tty, config, user["home"] if user else "/root"),
+            "dev_volumes": [v for v in spec.get("volumes") or [] if v["target"].startswith("/dev/")],
+            "env": container_env(spec, tty, config, user["home"] if asked else "/root"),
             **confinement(ctx)}
 
 
@@ -48,7 +50,7 @@ def confinement(ctx) -> dict:
         tightening = defaults()["seccomp_default_tightening"] if p.seccomp == "default" else None
         program = compiled(source, frozenset(f"CAP_{c}" for c in p.caps), seccomp_cache(ctx.instance), tightening)
     return {"privileged": p.privileged, "caps": profiles.cap_mask(p.caps) & own_permitted(),
-            "last_cap": len(profiles.known_capabilities()) - 1, "seccomp": program,
+            "last_cap": profiles.kernel_last_cap(), "seccomp": program,
             "no_new_privileges": p.no_new_privileges, "masked_paths": p.masked_paths,
             "readonly_paths": p.readonly_paths, "rlimits": defaults()["rlimits"],
             "cgroup_mounts": cgroup_mounts()}

@@ -26,21 +26,26 @@ SECURITY_OPT_HINT = "use seccomp=unconfined, seccomp=/path/profile.json or no-ne
 
 
 @functools.lru_cache(maxsize=1)
-def known_capabilities() -> tuple[str, ...]:
-    """The capabilities this kernel knows (/proc/sys/kernel/cap_last_cap), names without CAP_."""
+def kernel_last_cap() -> int:
+    """The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap): every one up to it
+    leaves the bounding set unless kept, named here or not (a newer kernel's too)."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
+            return int(f.read())
     except (OSError, ValueError):
-        last = len(CAPABILITIES) - 1
-    return CAPABILITIES[:last + 1]
+        return len(CAPABILITIES) - 1
+
+
+def known_capabilities() -> tuple[str, ...]:
+    """The capabilities this kernel knows and we can name, without CAP_."""
+    return CAPABILITIES[:kernel_last_cap() + 1]
 
 
 def cap_name(raw: str, flag: str) -> str:
     """'net_admin', 'CAP_NET_ADMIN', 'ALL' -> 'NET_ADMIN' / 'ALL'; refuses unknown names."""
     name = str(raw).strip().upper()
     name = name[4:] if name.startswith("CAP_") else name
-    if name != "ALL" and name not in CAPABILITIES:
+    if name not in CAPABILITIES and str(raw).strip().upper() != "ALL":
         raise BadInput(f"bad {flag} {raw!r}: not a capability; use a name from capabilities(7) such as "
                        "NET_ADMIN or CAP_SYS_TIME (with or without CAP_), or ALL")
     return name
@@ -54,7 +59,8 @@ def parse_security_opts(items: list[str] | None) -> dict:
     """--security-opt: seccomp=unconfined|PATH, no-new-privileges[=true|false] (':' works as '=')."""
     out = {"seccomp": "default", "no_new_privileges": False}
     for item in items or []:
-        key, sep, value = str(item).replace(":", "=", 1).partition("=")
+        text = str(item)
+        key, sep, value = text.partition("=") if "=" in text else text.partition(":")  # '=' first: paths hold ':'
         if key == "no-new-privileges" and value in ("", "true", "false"):
             out["no_new_privileges"] = value != "false"
         elif key == "seccomp" and value:

@@ -15,6 +15,7 @@ import os
 import stat
 
 from steps import linux
+from steps.facts import mounts_at
 from steps.volumes import resolve_in_root
 
 HARDENED = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
@@ -31,6 +32,7 @@ def prepare(plan: dict) -> None:
         replace_symlink(os.path.join(root, top.lstrip("/")), as_dir=True)
     linux.mount("proc", os.path.join(root, "proc"), "proc", HARDENED)
     mount_dev(root, privileged)
+    rebind_dev_volumes(root, plan["dev_volumes"])
     bind_etc(root, plan["etc"])
     sysfs_flags = HARDENED | (0 if privileged else linux.MS_RDONLY)
     linux.mount("sysfs", os.path.join(root, "sys"), "sysfs", sysfs_flags)
@@ -68,8 +70,8 @@ def bind_etc(root: str, files: dict[str, str]) -> None:
             if e.errno in (errno.EROFS, errno.EACCES):
                 continue  # a read-only volume owns /etc: its files stand
             raise
-        if os.path.isdir(target):
-            continue  # an image with a directory there: leave it
+        if os.path.isdir(target) or mounts_at(target):
+            continue  # an image with a directory there, or a volume the user bound there: theirs
         linux.mount(source, target, None, linux.MS_BIND)
 
 
@@ -90,6 +92,22 @@ def mount_dev(root: str, privileged: bool) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, os.path.join(dev, name))
+
+
+def rebind_dev_volumes(root: str, volumes: list[dict]) -> None:
+    """Volumes under /dev (bound by the volumes stage, now under our /dev tmpfs) bound again on
+    top of it, as Docker honours them: our tmpfs holds no path the image controls."""
+    for vol in volumes:
+        target = os.path.join(root, vol["target"].lstrip("/"))
+        if os.path.isdir(vol["source"]):
+            os.makedirs(target, 0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+            if not os.path.exists(target):
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        linux.mount(vol["source"], target, None, linux.MS_BIND | (0 if vol["ro"] else linux.MS_REC))
+        ro = linux.MS_RDONLY if vol["ro"] else 0
+        linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | ro)
 
 
 def make_node(path: str, mode: int, device: int, uid: int = 0, gid: int = 0) -> None:

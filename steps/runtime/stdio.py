@@ -1,10 +1,11 @@
-"""The container's fds 0-2, decided by the monitor: never the caller's terminal.
+"""The container's fds 0-2, decided by the monitor: never the caller's own files.
 
-Docker's rules: stdin is /dev/null unless --interactive; with --tty the container gets a
-pty of its own (the init opens it and sends the master back); without it, the caller's
-files and pipes are passed as they are, and a terminal among them is replaced by a pipe
-the monitor relays, so nothing inside can reach the caller's terminal (TIOCSTI, TIOCSCTTY,
-/dev/tty).
+Docker's rules: stdin is /dev/null unless --interactive; with --tty the container gets a pty of
+its own devpts instance (the init opens it and sends the master back); without it, pipes of ours
+that the monitor relays to and from the caller's fds. Never the caller's fds themselves: through
+/proc/self/fd/N a process may reopen what it was given with another mode (write a file it was
+given to read, read the caller's whole log it appends to, learn host paths), and a terminal would
+let it push input (TIOCSTI) or take it as its own (TIOCSCTTY, /dev/tty).
 """
 from __future__ import annotations
 
@@ -39,16 +40,12 @@ class Stdio:
     def stdin(self, null: int) -> int:
         if not self.interactive:
             return null
-        if not os.isatty(0):
-            return 0
         r, w = os.pipe2(os.O_CLOEXEC)
         self.pairs.append((0, w))
         self.to_container.add(0)
         return self.keep(r)
 
     def output(self, caller: int) -> int:
-        if not os.isatty(caller):
-            return caller
         r, w = os.pipe2(os.O_CLOEXEC)
         self.pairs.append((r, caller))
         return self.keep(w)

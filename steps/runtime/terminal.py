@@ -34,8 +34,10 @@ def open_container_pty() -> tuple[int, int]:
     return master, slave
 
 
-def make_controlling(slave: int) -> None:
-    """The pty becomes the controlling terminal of this new session and its stdio."""
+def make_controlling(slave: int, uid: int) -> None:
+    """The pty becomes the controlling terminal of this new session and its stdio, owned by the
+    user the command runs as (so it can reopen its own terminal, as with runc)."""
+    os.fchown(slave, uid, -1)
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
