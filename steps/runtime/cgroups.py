@@ -50,6 +50,8 @@ def kill_order(h: Hierarchy) -> int:
 def kill_tree(h: Hierarchy, d: str, timeout: float = 10) -> None:
     """SIGKILL to everything in d and below, until it is empty. A subtree the container froze
     itself (a privileged one can) is thawed, or the kills would wait for ever."""
+    if not any(procs(sub) for sub in subtree(d)):
+        return  # the usual case: the container has exited already
     if os.path.exists(os.path.join(d, "cgroup.kill")):
         write(os.path.join(d, "cgroup.kill"), "1")  # v2: frozen tasks die of it too
     freezer = "freezer" in h.controllers

@@ -15,7 +15,7 @@ import os
 import stat
 
 from steps import linux
-from steps.facts import mounts_at
+from steps.facts import mounts
 from steps.volumes import resolve_in_root
 
 HARDENED = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
@@ -61,6 +61,7 @@ def replace_symlink(path: str, as_dir: bool) -> None:
 
 def bind_etc(root: str, files: dict[str, str]) -> None:
     """The rendered hosts, hostname and resolv.conf over the image's (/etc resolved inside root)."""
+    mounted = {m.mount_point for m in mounts()}  # a volume the user bound there is theirs
     for inside, source in files.items():
         try:
             parent = resolve_in_root(root, os.path.dirname(inside), create=True)
@@ -70,7 +71,7 @@ def bind_etc(root: str, files: dict[str, str]) -> None:
             if e.errno in (errno.EROFS, errno.EACCES):
                 continue  # a read-only volume owns /etc: its files stand
             raise
-        if os.path.isdir(target) or mounts_at(target):
+        if os.path.isdir(target) or os.path.normpath(target) in mounted:
             continue  # an image with a directory there, or a volume the user bound there: theirs
         linux.mount(source, target, None, linux.MS_BIND)
 
