@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -82,21 +81,7 @@ def force_clean(inst: Instance) -> None:
     for name in inst.containers():
         inst.cli("teardown", name, timeout=60)
     for root in host.cgroup_roots():
-        parent = os.path.join(root, inst.cgroup_parent)
-        for dirpath, _, _ in sorted(os.walk(parent), key=lambda w: -w[0].count("/")):
-            try:
-                for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
-                    os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
-            for _ in range(100):
-                try:
-                    os.rmdir(dirpath)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+        host.remove_cgroup_tree(os.path.join(root, inst.cgroup_parent))
     mounted = [line.split(" ")[4] for line in open("/proc/self/mountinfo")]
     for mp in sorted((m for m in mounted if m.startswith(inst.root)), key=len, reverse=True):
         subprocess.run(["umount", "-l", mp], capture_output=True)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 
 
 def mounts() -> set[str]:
@@ -25,6 +27,24 @@ def cgroup_roots() -> list[str]:
             if fstype in ("cgroup", "cgroup2"):
                 roots.append(line.split(" ")[4])
     return roots
+
+
+def remove_cgroup_tree(top: str) -> None:
+    """Brute force, for clean-up after a failure: kill what is in top and below, rmdir deepest first."""
+    for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+        try:
+            for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+        for _ in range(100):
+            try:
+                os.rmdir(dirpath)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
 
 
 SANDBOX_CGROUPS = ("process_api", "payload", "supervisor")  # the machine's own, as host-residue skips them

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import subprocess
 import sys
 import time
@@ -357,17 +356,7 @@ def remove_cgroup_trees(name: str) -> list[str]:
                 found.append(dirpath)
                 dirnames[:] = []
     for top in found:
-        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-            for _ in range(100):
-                try:
-                    for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
-                        os.kill(int(pid), signal.SIGKILL)
-                    os.rmdir(dirpath)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+        host.remove_cgroup_tree(top)
     return found
 
 

@@ -28,6 +28,7 @@ from tests.probes import (  # noqa: F401 - the two *_fixture names are the fixtu
     probe_build_fixture,
     probes_fixture,
 )
+from tests.test_signals_tty import wait_for
 
 INVOKE = [sys.executable, "-m", "invoke"]
 
@@ -119,15 +120,6 @@ class Pty:
         os.close(self.master)
 
 
-def wait_until(predicate, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def raw(modes: list) -> bool:
     return not modes[3] & (termios.ICANON | termios.ECHO | termios.ISIG)
 
@@ -209,7 +201,7 @@ def test_ctrl_c_reaches_the_containers_foreground_group(inst):
     term = Pty([*INVOKE, "run", "--rm", "--name", "cc", "--interactive", "--tty", "--network", "none", "--",
                 "/bin/sh", "-c", "sleep 100; echo after"], inst.env)
     try:
-        assert wait_until(lambda: running(inst, "cc") and raw(term.modes()), timeout=30), term.seen
+        assert wait_for(lambda: running(inst, "cc") and raw(term.modes()), timeout=30), term.seen
         time.sleep(0.3)  # the shell has started its sleep
         start = time.monotonic()
         term.send(b"\x03")
@@ -227,7 +219,7 @@ def test_ctrl_c_to_a_pid1_without_handler_is_ignored_as_in_docker(inst):
     term = Pty([*INVOKE, "run", "--rm", "--name", "cc1", "--interactive", "--tty", "--network", "none", "--",
                 "/bin/sleep", "100"], inst.env)
     try:
-        assert wait_until(lambda: running(inst, "cc1") and raw(term.modes()), timeout=30), term.seen
+        assert wait_for(lambda: running(inst, "cc1") and raw(term.modes()), timeout=30), term.seen
         term.send(b"\x03")
         time.sleep(1)
         assert running(inst, "cc1")
