@@ -101,8 +101,6 @@ def cgroup_dirs(cgroup_path: str) -> list[tuple[Hierarchy, str]]:
     return [(h, os.path.join(h.root, cgroup_path)) for h in hierarchies()]
 
 
-
-
 def join(cgroup_path: str, pid: int) -> None:
     """Move pid into the container's cgroup in every hierarchy (before it execs)."""
     for _, d in cgroup_dirs(cgroup_path):
@@ -125,18 +123,6 @@ def _same(name: str, have: str | None, want: str) -> bool:
     if want == str(V1_UNLIMITED) and have.isdigit():
         return int(have) >= V1_UNLIMITED  # "unlimited" is page-rounded by the kernel
     return have == want
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def device_rules(spec: dict):

@@ -52,11 +52,10 @@ def terminate(pid: int, start: int, grace: float) -> None:
 def thaw_container(cgroup_path: str) -> None:
     """A container that froze itself (v1 freezer, possible with --privileged) would sleep through
     SIGTERM and SIGKILL: thaw its subtree first."""
-    from steps.facts import cgroup_hierarchies
+    from steps.cgroup import cgroup_dirs
     from steps.runtime.cgroups import thaw
 
-    for h in cgroup_hierarchies():
-        d = os.path.join(h.root, cgroup_path)
+    for h, d in cgroup_dirs(cgroup_path):
         if "freezer" in h.controllers and os.path.isdir(d):
             thaw(d)
 

@@ -35,7 +35,6 @@ CLONE_NEWNET = 0x40000000
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
-PR_SET_KEEPCAPS = 8
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
@@ -162,17 +161,6 @@ def seccomp_load(program: bytes) -> None:
     if _lib().prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
                     ctypes.c_void_p(ctypes.addressof(prog)), 0, 0) != 0:
         _raise("prctl PR_SET_SECCOMP")
-
-
-def bpf(cmd: int, attr: bytes) -> int:
-    """bpf(2) with a union bpf_attr packed by the caller; returns the syscall's result (an fd
-    for BPF_PROG_LOAD). The kernel may write into attr (the verifier log)."""
-    number = _syscall_number(_BPF, "bpf")
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    result = _lib().syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr)))
-    if result < 0:
-        _raise("bpf", f"command {cmd}")
-    return result
 
 
 def sethostname(name: str) -> None:

@@ -123,12 +123,12 @@ def parse_security(privileged: bool, cap_add: list[str] | None, cap_drop: list[s
                    security_opt: list[str] | None) -> dict:
     """--privileged, --cap-add, --cap-drop, --security-opt; defaults are stored as None/[] so a
     record made before these flags existed reads the same."""
-    from steps.runtime.profile import parse_caps, parse_security_opts
+    from steps.runtime.profile import DEFAULT_SECURITY_OPTS, parse_caps, parse_security_opts
 
     opts = parse_security_opts(security_opt)
     return {"privileged": bool(privileged), "cap_add": parse_caps(cap_add, "--cap-add"),
             "cap_drop": parse_caps(cap_drop, "--cap-drop"),
-            "security_opt": None if opts == {"seccomp": "default", "no_new_privileges": False} else opts}
+            "security_opt": None if opts == DEFAULT_SECURITY_OPTS else opts}
 
 
 def build(name: str, image: str, command: list[str], env: list[str], workdir: str | None,

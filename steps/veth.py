@@ -152,7 +152,7 @@ class VethStep(Step):
         n = self.ctx.names
         with instance_lock(n.instance):
             self.pin()
-            refuse_router_ads(n.netns)  # before eth0 exists: it inherits default
+            refuse_router_ads(n.netns)  # every device there, and default: an eth0 made later inherits it
             faults.point("veth.apply.mid")
             lease = self.wire() if self.bridged else None
             leases = ipam.load(n.instance) if self.bridged else {}
@@ -200,10 +200,10 @@ class VethStep(Step):
             return bool(ns.link_lookup(ifname="eth0"))
 
     def configure_inside(self, lease: str) -> None:
-        """accept_ra off and the MAC of the lease (an eth0 left by a killed run may lack
-        either) before eth0 goes up; then its address and the default route."""
+        """The MAC of the lease (an eth0 left by a killed run may lack it; apply has already
+        refused router advertisements on every device there) before eth0 goes up; then its
+        address and the default route."""
         inst = self.ctx.instance
-        refuse_router_ads(self.ctx.names.netns)
         with nl.iproute(self.ctx.names.netns) as ns:
             ns.link("set", ifname="lo", state="up")
             eth0 = ns.link_lookup(ifname="eth0")[0]

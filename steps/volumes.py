@@ -90,6 +90,16 @@ def resolve_in_root(root: str, path: str, create: bool = False, as_dir: bool = T
     return os.path.join(root, *done)
 
 
+def bind_volume(vol: dict, where: str, target: str) -> None:
+    """Bind vol's source on where (a path, or /proc/self/fd/N of the checked target), then remount
+    target with its own flags: nodev always, read-only for `:ro`, the source's nosuid/noexec kept.
+    A read-only volume is bound without its submounts, as a recursive bind would leave them writable."""
+    linux.mount(vol["source"], where, None, linux.MS_BIND | (0 if vol["ro"] else linux.MS_REC))
+    kept = os.statvfs(vol["source"]).f_flag & (linux.MS_NOSUID | linux.MS_NOEXEC)
+    ro = linux.MS_RDONLY if vol["ro"] else 0
+    linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | ro | kept)
+
+
 class VolumesStep(Step):
     name = "volumes"
 
@@ -154,9 +164,7 @@ class VolumesStep(Step):
 
     def bind(self, vol: dict, host: str) -> None:
         """Bind through an O_PATH fd checked to be inside merged (no symlink swap between
-        resolving and mounting). A read-only volume is bound without its submounts, as a
-        recursive bind would leave them writable; it keeps the source's nosuid/noexec. Every
-        volume is nodev: a device node the container makes there never opens."""
+        resolving and mounting); the flags are bind_volume's."""
         merged = self.ctx.names.merged
         while mounts_at(host):  # a stale or wrong bind of ours at this target
             linux.umount(host, linux.MNT_DETACH | linux.UMOUNT_NOFOLLOW)
@@ -165,13 +173,9 @@ class VolumesStep(Step):
             real = os.readlink(f"/proc/self/fd/{fd}")
             if not real.startswith(os.path.realpath(merged) + "/"):
                 raise StepFailed(f"cannot mount {vol['source']} on {vol['target']}: {real} is outside the container")
-            linux.mount(vol["source"], f"/proc/self/fd/{fd}", None,
-                        linux.MS_BIND | (0 if vol["ro"] else linux.MS_REC))
+            bind_volume(vol, f"/proc/self/fd/{fd}", host)
         finally:
             os.close(fd)
-        kept = os.statvfs(vol["source"]).f_flag & (linux.MS_NOSUID | linux.MS_NOEXEC)
-        ro = linux.MS_RDONLY if vol["ro"] else 0
-        linux.mount(None, host, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | ro | kept)
 
     def undo(self):
         for m in mounts_below(self.ctx.names.merged):

@@ -22,6 +22,7 @@ CAPABILITIES = (
     "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
     "CHECKPOINT_RESTORE",
 )
+DEFAULT_SECURITY_OPTS = {"seccomp": "default", "no_new_privileges": False}  # Docker's, with no --security-opt
 SECURITY_OPT_HINT = "use seccomp=unconfined, seccomp=/path/profile.json or no-new-privileges"
 
 
@@ -43,9 +44,9 @@ def known_capabilities() -> tuple[str, ...]:
 
 def cap_name(raw: str, flag: str) -> str:
     """'net_admin', 'CAP_NET_ADMIN', 'ALL' -> 'NET_ADMIN' / 'ALL'; refuses unknown names."""
-    name = str(raw).strip().upper()
-    name = name[4:] if name.startswith("CAP_") else name
-    if name not in CAPABILITIES and str(raw).strip().upper() != "ALL":
+    given = str(raw).strip().upper()
+    name = given[4:] if given.startswith("CAP_") else given
+    if name not in CAPABILITIES and given != "ALL":
         raise BadInput(f"bad {flag} {raw!r}: not a capability; use a name from capabilities(7) such as "
                        "NET_ADMIN or CAP_SYS_TIME (with or without CAP_), or ALL")
     return name
@@ -57,7 +58,7 @@ def parse_caps(items: list[str] | None, flag: str) -> list[str]:
 
 def parse_security_opts(items: list[str] | None) -> dict:
     """--security-opt: seccomp=unconfined|PATH, no-new-privileges[=true|false] (':' works as '=')."""
-    out = {"seccomp": "default", "no_new_privileges": False}
+    out = dict(DEFAULT_SECURITY_OPTS)
     for item in items or []:
         text = str(item)
         key, sep, value = text.partition("=") if "=" in text else text.partition(":")  # '=' first: paths hold ':'
@@ -137,7 +138,7 @@ class Profile(NamedTuple):
 
 def resolve(spec: dict) -> Profile:
     privileged = bool(spec.get("privileged"))
-    opts = spec.get("security_opt") or {"seccomp": "default", "no_new_privileges": False}
+    opts = spec.get("security_opt") or DEFAULT_SECURITY_OPTS
     data = defaults()
     return Profile(privileged=privileged,
                    caps=effective_caps(privileged, spec.get("cap_add") or [], spec.get("cap_drop") or []),

@@ -16,10 +16,10 @@ import stat
 
 from steps import linux
 from steps.facts import mounts
-from steps.volumes import resolve_in_root
+from steps.runtime.devices import standard_nodes
+from steps.volumes import bind_volume, resolve_in_root
 
 HARDENED = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 SKIP_HOST_DEV = {"pts", "shm", "mqueue", "hugepages", "ptmx", "fd", "stdin", "stdout", "stderr", "core"}
 
 
@@ -79,8 +79,11 @@ def bind_etc(root: str, files: dict[str, str]) -> None:
 def mount_dev(root: str, privileged: bool) -> None:
     dev = os.path.join(root, "dev")
     linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
-    for name, (major, minor) in DEVICES.items():
-        make_node(os.path.join(dev, name), stat.S_IFCHR | 0o666, os.makedev(major, minor))
+    for node in standard_nodes():  # the allowlist's named nodes (steps/profiles/default.json)
+        if node.path == "/dev/ptmx":
+            continue  # a link to this devpts instance's own ptmx, made below
+        kind = stat.S_IFBLK if node.type == "b" else stat.S_IFCHR
+        make_node(os.path.join(root, node.path.lstrip("/")), kind | 0o666, os.makedev(node.major, node.minor))
     if privileged:
         copy_host_devices("/dev", dev)
     os.mkdir(os.path.join(dev, "pts"), 0o755)
@@ -106,9 +109,7 @@ def rebind_dev_volumes(root: str, volumes: list[dict]) -> None:
             os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
             if not os.path.exists(target):
                 os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-        linux.mount(vol["source"], target, None, linux.MS_BIND | (0 if vol["ro"] else linux.MS_REC))
-        ro = linux.MS_RDONLY if vol["ro"] else 0
-        linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | ro)
+        bind_volume(vol, target, target)
 
 
 def make_node(path: str, mode: int, device: int, uid: int = 0, gid: int = 0) -> None:

@@ -9,6 +9,7 @@ let it push input (TIOCSTI) or take it as its own (TIOCSCTTY, /dev/tty).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -80,7 +81,7 @@ class Stdio:
         from steps.runtime import terminal
 
         previous = None
-        with terminal.RawMode(0) if self.tty and self.interactive else _Nothing():
+        with terminal.RawMode(0) if self.tty and self.interactive else contextlib.nullcontext():
             if self.master is not None and os.isatty(0):
                 previous = terminal.forward_window_changes(0, self.master)
             try:
@@ -97,11 +98,3 @@ class Stdio:
             except OSError:
                 pass
         self.pairs = []
-
-
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
