@@ -52,8 +52,8 @@ def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, host
         user=None, entrypoint=None, privileged=False, cap_add=None, cap_drop=None, security_opt=None,
         tty=False, interactive=False, check=False, json=False, no_rollback=False):
     """Create and start a container: run --name N --image I [flags] -- COMMAND [ARGS...]."""
-    from steps.lifecycle import RunOptions
     from steps.lifecycle import run as run_container
+    from steps.spec import RunOptions
 
     opts = RunOptions(name=name, image=image, command=command_words(), env=env or [],
                       workdir=workdir, hostname=hostname, volumes=volume or [], memory=memory,

@@ -5,14 +5,15 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from steps import EXIT_NOT_FOUND, BadInput, DiyError, config
 from steps import spec as specs
 from steps.names import Names, generate_name
 from steps.pipeline import Context, Engine
 from steps.report import Reporter
-from steps.state import container_lock, load_record, now_iso, save_record, update_record
+from steps.spec import RunOptions
+from steps.state import container_lock, find_container, load_record, now_iso, save_record, update_record
 
 
 @dataclass
@@ -26,34 +27,9 @@ class Output:
         return Reporter(stream=sys.stderr if attached else sys.stdout, as_json=self.as_json)
 
 
-@dataclass
-class RunOptions:
-    name: str | None
-    image: str
-    command: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    hostname: str | None = None
-    volumes: list[str] = field(default_factory=list)
-    memory: str | None = None
-    cpus: str | None = None
-    pids_limit: int | None = None
-    rm: bool = False
-    detach: bool = False
-    network: str | None = None
-    publish: list[str] = field(default_factory=list)
-    user: str | None = None
-    entrypoint: str | None = None
-    privileged: bool = False
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    security_opt: list[str] = field(default_factory=list)
-    tty: bool = False
-    interactive: bool = False
-
-
-def names_for(name: str) -> Names:
-    return Names(config.load(), name)
+def names_for(ref: str) -> Names:
+    """An existing container's names, from its name, ID or unique ID prefix."""
+    return find_container(config.load(), ref)
 
 
 def parse_timeout(text) -> int | None:
@@ -131,12 +107,8 @@ def stop_orphan(ctx: Context) -> None:
 
 
 def run(opts: RunOptions, out: Output) -> int:
-    names = names_for(opts.name if opts.name is not None else unused_name())
-    security = specs.parse_security(opts.privileged, opts.cap_add, opts.cap_drop, opts.security_opt)
-    spec = specs.build(names.container, opts.image, opts.command, opts.env, opts.workdir,
-                       opts.hostname, opts.volumes, opts.memory, opts.cpus, opts.pids_limit, opts.rm,
-                       opts.network, opts.publish, opts.user, opts.entrypoint, security,
-                       tty=opts.tty, interactive=opts.interactive)
+    names = Names(config.load(), opts.name if opts.name is not None else unused_name())
+    spec = specs.build(names.container, opts)
     reporter = out.reporter(attached=not opts.detach)
     if opts.name is None:
         reporter.message(f"name: {names.container}")

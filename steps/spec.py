@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+from dataclasses import dataclass, field
 
 from steps import BadInput
 from steps.cgroup import parse_cpus, parse_memory, parse_pids
@@ -131,21 +133,47 @@ def parse_security(privileged: bool, cap_add: list[str] | None, cap_drop: list[s
             "security_opt": None if opts == DEFAULT_SECURITY_OPTS else opts}
 
 
-def build(name: str, image: str, command: list[str], env: list[str], workdir: str | None,
-          hostname: str | None, volumes: list[str], memory: str | None, cpus, pids_limit,
-          rm: bool, network: str | None = None, publish: list[str] | None = None,
-          user: str | None = None, entrypoint: str | None = None, security: dict | None = None,
-          tty: bool = False, interactive: bool = False) -> dict:
-    vols = [parse_volume(v) for v in volumes or []]
+@dataclass
+class RunOptions:
+    """The flags of `run` / `create`, as given; build() validates them into a spec."""
+    name: str | None = None
+    image: str = "busybox"
+    command: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    hostname: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    memory: str | None = None
+    cpus: str | None = None
+    pids_limit: int | None = None
+    rm: bool = False
+    detach: bool = False
+    network: str | None = None
+    publish: list[str] = field(default_factory=list)
+    user: str | None = None
+    entrypoint: str | None = None
+    privileged: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    tty: bool = False
+    interactive: bool = False
+
+
+def build(name: str, opts: RunOptions) -> dict:
+    """The container's spec (its record) from the flags; refuses anything invalid."""
+    vols = [parse_volume(v) for v in opts.volumes or []]
     check_volumes(vols)
-    ports = parse_publish(publish or [])
-    return {**(security or parse_security(False, [], [], [])), "tty": bool(tty), "interactive": bool(interactive),
-            "network": parse_network(network, ports), "publish": ports, "name": name,
-            "image": canonical(image), "command": parse_command(command),
-            "user": parse_user(user), "entrypoint": parse_entrypoint(entrypoint),
-            "env": parse_env(env), "workdir": parse_workdir(workdir), "hostname": parse_hostname(hostname),
-            "volumes": vols, "memory": parse_memory(memory), "cpus": parse_cpus(cpus),
-            "pids_limit": parse_pids(pids_limit), "rm": bool(rm), "created": now_iso(), "last": {}}
+    ports = parse_publish(opts.publish or [])
+    security = parse_security(opts.privileged, opts.cap_add, opts.cap_drop, opts.security_opt)
+    return {**security, "tty": bool(opts.tty), "interactive": bool(opts.interactive),
+            "network": parse_network(opts.network, ports), "publish": ports, "name": name,
+            "image": canonical(opts.image), "command": parse_command(opts.command),
+            "user": parse_user(opts.user), "entrypoint": parse_entrypoint(opts.entrypoint),
+            "env": parse_env(opts.env), "workdir": parse_workdir(opts.workdir),
+            "hostname": parse_hostname(opts.hostname), "volumes": vols, "memory": parse_memory(opts.memory),
+            "cpus": parse_cpus(opts.cpus), "pids_limit": parse_pids(opts.pids_limit), "rm": bool(opts.rm),
+            "id": secrets.token_hex(32), "created": now_iso(), "last": {}}
 
 
 def same(a: dict, b: dict) -> bool:

@@ -5,10 +5,13 @@ import errno
 import fcntl
 import json
 import os
+import re
 import time
 
 from steps import DiyError
 from steps.names import Names
+
+_NAME_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def atomic_write(path: str, data: str, mode: int = 0o644) -> None:
@@ -99,6 +102,36 @@ def update_record(names: Names, **fields) -> dict | None:
     record.setdefault("last", {}).update(fields)
     save_record(names, record)
     return record
+
+
+def find_container(instance, ref: str) -> Names:
+    """The container a user means: its name, else its ID or a unique prefix of it (as Docker).
+    An unknown ref comes back as the name it is, so the caller's "no such container" speaks."""
+    import re
+
+    names = Names(instance, ref) if _NAME_LIKE.fullmatch(ref or "") else None
+    if names is not None and os.path.exists(names.record):
+        return names
+    if re.fullmatch(r"[0-9a-f]{1,64}", ref or ""):
+        from steps.names import containers_dir
+
+        root = containers_dir(instance)
+        matches = []
+        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            try:
+                record = read_json(os.path.join(root, name, "info.json")) or {}
+            except DiyError:
+                continue
+            if str(record.get("id", "")).startswith(ref):
+                matches.append(name)
+        if len(matches) > 1:
+            raise DiyError(f"container ID prefix {ref} is ambiguous: it matches {', '.join(matches)}; "
+                           "give more characters or the name")
+        if matches:
+            return Names(instance, matches[0])
+    if names is None:
+        Names(instance, ref)  # raises the one-line bad-name error
+    return names
 
 
 def load_runtime(names: Names) -> dict | None:

@@ -103,7 +103,8 @@ def inst(monkeypatch):
     yield instance
     leaks = set()
     for _ in range(50):  # the kernel releases some objects (cgroups of reaped tasks) a moment late
-        leaks = (host.snapshot() - before) | host.instance_files(instance.state_root, instance.run_root)
+        leaks = host.only_ours(host.snapshot() - before, instance) \
+            | host.instance_files(instance.state_root, instance.run_root)
         if not leaks:
             break
         time.sleep(0.05)

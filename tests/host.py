@@ -100,6 +100,17 @@ def snapshot() -> set[str]:
     return mounts() | cgroups() | processes() | links() | netns() | nft_tables()
 
 
+def only_ours(found: set[str], inst) -> set[str]:
+    """The whole-host difference by default. With DIY_TEST_LEAKS=instance (several suites running
+    at once on one host, e.g. while developing in parallel) only what carries this instance's marks:
+    its root, cgroup parent, bridge, veth prefix or nft table."""
+    if os.environ.get("DIY_TEST_LEAKS") != "instance":
+        return found
+    marks = (inst.root, f"/{inst.cgroup_parent}", f"link {inst.bridge}", f"link {inst.veth_prefix()}",
+             f" {inst.nft_table}")
+    return {item for item in found if any(m in item for m in marks)}
+
+
 def instance_files(state_root: str, run_root: str) -> set[str]:
     """Files an instance must not keep once its containers are gone (images may stay)."""
     left = set()

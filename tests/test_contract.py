@@ -17,9 +17,8 @@ from steps.state import container_lock, load_runtime, save_record
 
 def make_ctx(name: str, **flags) -> Context:
     instance = config.load()
-    args = {"command": ["/bin/sleep", "1000"], "env": [], "workdir": None, "hostname": None,
-            "volumes": [], "memory": None, "cpus": None, "pids_limit": None, "rm": False, **flags}
-    spec = specs.build(name, "busybox", **args)
+    spec = specs.build(name, specs.RunOptions(name=name, image="busybox", command=["/bin/sleep", "1000"],
+                                              **flags))
     names = Names(instance, name)
     os.makedirs(names.container_dir, exist_ok=True)
     save_record(names, spec)
