@@ -3,9 +3,10 @@
     sudo invoke run --name mytoy --image busybox -- /bin/sh
     sudo invoke step.cgroup --name mytoy --check
 """
-from invoke import Collection, task
+import functools
 
 from steps.cli import command_words, guarded
+from steps.cli.define import Collection, task  # invoke's own under invoke; light under Docker's face
 
 OUTPUT_HELP = {
     "check": "print the plan (what each step would change) and change nothing",
@@ -14,19 +15,26 @@ OUTPUT_HELP = {
 
 
 def _out(check=False, json=False, no_rollback=False):
-    from steps.lifecycle import Output
+    from steps.cli.lifecycle import Output
 
     return Output(as_json=json, check=check, rollback=not no_rollback)
 
 
-@task(iterable=["env", "volume", "publish", "cap_add", "cap_drop", "security_opt"], help={
+RUN_ITERABLE = ["env", "volume", "publish", "cap_add", "cap_drop", "security_opt", "log_opt", "env_file", "add_host",
+                "dns", "label", "ulimit", "mount", "tmpfs"]
+RUN_HELP = {
     "name": "container name (letters, digits, _ . -; up to 64); generated when omitted",
     "image": "image [REGISTRY/]NAME[:TAG][@DIGEST], pulled when missing; `busybox` is built in "
              "from the host's busybox-static",
     "user": "NAME|UID[:GROUP|GID] to run as (default: the image's User, else root)",
     "entrypoint": "replace the image's Entrypoint (and drop its Cmd); '' clears it",
     "env": "KEY=VALUE for the container (repeatable); KEY alone copies it from here",
-    "volume": "SRC:DST[:ro] bind mount (repeatable)",
+    "volume": "SRC:DST[:ro] bind mount, VOLUME:DST[:ro] named volume (made on first use, filled from the "
+              "image), or /DST alone: an anonymous volume (repeatable)",
+    "mount": "Docker's --mount: type=bind|volume|tmpfs,source=...,target=...[,readonly][,volume-nocopy]"
+             "[,tmpfs-size=64m][,tmpfs-mode=1777] (repeatable)",
+    "tmpfs": "PATH[:OPTS] a tmpfs (default noexec,nosuid,nodev; OPTS e.g. size=64m,mode=1777,exec) (repeatable)",
+    "read_only": "mount the container's root file system read-only (volumes and tmpfs keep their own mode)",
     "workdir": "working directory inside the container (default: the image's WorkingDir, else /)",
     "hostname": "hostname inside the container (default: the name)",
     "memory": "memory limit, e.g. 64M (no swap beyond it)",
@@ -34,7 +42,7 @@ def _out(check=False, json=False, no_rollback=False):
     "pids_limit": "maximum number of processes",
     "rm": "remove the container when it exits",
     "detach": "run in the background (a monitor process stays behind)",
-    "network": "bridge (default: an address on the instance bridge, NAT out) or none (lo only)",
+    "network": "bridge (default: an address on the instance bridge, NAT out), host (the host's own) or none (lo only)",
     "publish": "[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] (repeatable)",
     "privileged": "no confinement: every capability, no seccomp, no masked paths, /sys and cgroupfs "
                   "writable, the host's devices",
@@ -43,25 +51,73 @@ def _out(check=False, json=False, no_rollback=False):
     "security_opt": "seccomp=unconfined | seccomp=PROFILE.json (Docker's format) | no-new-privileges (repeatable)",
     "tty": "give the container a terminal of its own (a pty), relayed to this one",
     "interactive": "keep the container's stdin open (else it reads /dev/null)",
+    "log_opt": "max-size=SIZE (default 10m) or max-file=N (default 3) of the container's log (repeatable)",
+    "env_file": "read KEY=VALUE lines from a file (repeatable; # comments; --env wins)",
+    "add_host": "HOST:IP (or HOST=IP) added to /etc/hosts (repeatable; IP host-gateway: the bridge's gateway)",
+    "dns": "nameserver for /etc/resolv.conf, replacing the host's (repeatable)",
+    "init": "run tini as PID 1 (/sbin/docker-init): it reaps zombies and forwards signals",
+    "stop_signal": "signal that stop sends first, e.g. SIGUSR1, USR1 or 10 (default: the image's, else SIGTERM)",
+    "label": "KEY=VALUE metadata stored with the container (repeatable)",
+    "ulimit": "NAME=SOFT[:HARD] resource limit, e.g. nofile=1024:2048 (repeatable; unlimited or -1)",
+    "shm_size": "size of /dev/shm, e.g. 64m (the default)",
+    "publish_all": "publish every port the image exposes on a free host port of the ephemeral range",
+    "cidfile": "write the container's ID to this file (refused if it exists)",
+    "restart": "no (default), on-failure[:N] (non-zero exits, at most N restarts), always, or "
+               "unless-stopped (always, and not at boot once the user stopped it); not with --rm",
     "no_rollback": "on failure keep what was applied, for debugging",
     **OUTPUT_HELP,
-})
+}
+
+
+@task(iterable=RUN_ITERABLE, help=RUN_HELP)
 @guarded
 def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, hostname=None,
         memory=None, cpus=None, pids_limit=None, rm=False, detach=False, network=None, publish=None,
         user=None, entrypoint=None, privileged=False, cap_add=None, cap_drop=None, security_opt=None,
-        tty=False, interactive=False, check=False, json=False, no_rollback=False):
+        tty=False, interactive=False, log_opt=None, env_file=None, add_host=None, dns=None, init=False,
+        stop_signal=None, label=None, ulimit=None, shm_size=None, publish_all=False, cidfile=None,
+        mount=None, tmpfs=None, read_only=False,
+        restart=None, check=False, json=False, no_rollback=False):
     """Create and start a container: run --name N --image I [flags] -- COMMAND [ARGS...]."""
-    from steps.lifecycle import run as run_container
+    return _run_or_create(locals(), create_only=False)
+
+
+def _run_or_create(params: dict, create_only: bool) -> int:
+    """Every parameter of run that RunOptions has goes into it, by name: one list of flags."""
+    from dataclasses import fields
+
+    from steps.cli import lifecycle
     from steps.spec import RunOptions
 
-    opts = RunOptions(name=name, image=image, command=command_words(), env=env or [],
-                      workdir=workdir, hostname=hostname, volumes=volume or [], memory=memory,
-                      cpus=cpus, pids_limit=pids_limit, rm=rm, detach=detach, network=network,
-                      publish=publish or [], user=user, entrypoint=entrypoint, privileged=privileged,
-                      cap_add=cap_add or [], cap_drop=cap_drop or [], security_opt=security_opt or [],
-                      tty=tty, interactive=interactive)
-    return run_container(opts, _out(check, json, no_rollback))
+    known = {f.name for f in fields(RunOptions)}
+    params = {**params, "volumes": params.get("volume") or []}  # the field predates the contract's names
+    opts = RunOptions(**{k: ([] if v is None and k in RUN_ITERABLE else v)
+                         for k, v in params.items() if k in known}, command=command_words())
+    out = _out(params["check"], params["json"], params["no_rollback"])
+    return (lifecycle.create if create_only else lifecycle.run)(opts, out)
+
+
+def _create(c, *args, **kwargs):
+    """Create a container and make its image ready, without starting it (start it with `start`)."""
+    import inspect
+
+    bound = inspect.signature(run.body).bind(c, *args, **kwargs)  # run's flags, run's defaults
+    bound.apply_defaults()
+    return _run_or_create(bound.arguments, create_only=True)
+
+
+create = task(guarded(functools.wraps(run.body, assigned=("__module__", "__qualname__"))(_create)),
+              name="create", iterable=RUN_ITERABLE, help=RUN_HELP)
+
+
+@task(help={"name": "the container (name, ID or ID prefix)",
+            "port": "only this container port: PORT[/tcp|/udp], e.g. 80 or 53/udp"})
+@guarded
+def port(c, name, port=None):
+    """The published ports of a running container: 80/tcp -> 0.0.0.0:8080."""
+    from steps.ports import port as list_ports
+
+    return list_ports(name, port)
 
 
 @task(help={"name": "the container", "attach": "stay in the foreground until it exits",
@@ -69,7 +125,7 @@ def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, host
 @guarded
 def start(c, name, attach=False, check=False, json=False, no_rollback=False):
     """Start a stopped container again, with the changes it made before."""
-    from steps.lifecycle import start as start_container
+    from steps.cli.lifecycle import start as start_container
 
     return start_container(name, attach, _out(check, json, no_rollback))
 
@@ -79,64 +135,183 @@ def start(c, name, attach=False, check=False, json=False, no_rollback=False):
 @guarded
 def stop(c, name, time=None, check=False, json=False):
     """Stop a running container: SIGTERM, a grace period, SIGKILL; then undo its runtime steps."""
-    from steps.lifecycle import parse_timeout
-    from steps.lifecycle import stop as stop_container
+    from steps.cli.lifecycle import parse_timeout
+    from steps.cli.lifecycle import stop as stop_container
 
     return stop_container(name, parse_timeout(time), _out(check, json))
 
 
-@task(help={"name": "the container", "force": "stop it first when it runs", **OUTPUT_HELP})
+@task(help={"name": "the container", "signal": "the signal: a name (KILL, SIGTERM, USR1) or a number; "
+                                             "default KILL"})
 @guarded
-def rm(c, name, force=False, check=False, json=False):
-    """Remove a stopped container (its record and changes)."""
-    from steps.lifecycle import rm as rm_container
+def kill(c, name, signal=None):
+    """Send a signal to a running container's main process (SIGKILL by default)."""
+    from steps.cli.lifecycle import kill as kill_container
 
-    return rm_container(name, force, _out(check, json))
+    return kill_container(name, signal)
+
+
+@task(help={"name": "the container", "time": "seconds between SIGTERM and SIGKILL when stopping (default 10)",
+            **OUTPUT_HELP})
+@guarded
+def restart(c, name, time=None, check=False, json=False):
+    """Stop a container if it runs, then start it again."""
+    from steps.cli.lifecycle import parse_timeout
+    from steps.cli.lifecycle import restart as restart_container
+
+    return restart_container(name, parse_timeout(time), _out(check, json))
+
+
+@task(help={"name": "the container", "force": "stop it first when it runs",
+            "volumes": "remove the container's anonymous volumes", **OUTPUT_HELP})
+@guarded
+def rm(c, name, force=False, volumes=False, check=False, json=False):
+    """Remove a stopped container (its record and changes)."""
+    from steps.cli.lifecycle import rm as rm_container
+
+    return rm_container(name, force, _out(check, json), volumes=volumes)
 
 
 @task(help={"name": "the container", **OUTPUT_HELP})
 @guarded
 def teardown(c, name, check=False, json=False):
     """Roll everything of a container back, whatever state it is in."""
-    from steps.lifecycle import teardown as teardown_container
+    from steps.cli.lifecycle import teardown as teardown_container
 
     return teardown_container(name, _out(check, json))
 
 
-@task(help={"json": "print JSON"})
+FORMAT_HELP = ("Go template, e.g. '{{.Names}}', 'table {{.ID}}\\t{{.Status}}' (with a header) or json")
+
+
+@task(help={"all": "all containers (default: running ones)", "quiet": "only the container IDs",
+            "no_trunc": "full IDs and commands", "format": FORMAT_HELP,
+            "json": "print today's rows as JSON (name, image, state, pid, ...)"})
 @guarded
-def ps(c, json=False):
-    """List containers: NAME IMAGE STATE PID CREATED COMMAND."""
-    from steps.listing import ps as list_containers
+def ps(c, all=False, quiet=False, no_trunc=False, format=None, json=False):
+    """List containers: CONTAINER ID, IMAGE, COMMAND, CREATED, STATUS, PORTS, NAMES."""
+    from steps.cli.listing import ps as list_containers
 
-    return list_containers(json)
+    return list_containers(all, quiet, no_trunc, format, json)
 
 
-@task(help={"name": "the container"})
+@task(help={"name": "the container (name, ID or ID prefix)",
+            "format": "Go template over Docker's shape, e.g. '{{.State.Pid}}' or '{{json .Config}}'"})
 @guarded
-def inspect(c, name):
-    """Print a container's record, state and paths as JSON."""
-    from steps.listing import inspect as inspect_container
+def inspect(c, name, format=None):
+    """Print a container in Docker's shape (a JSON array), or through --format."""
+    from steps.cli.inspect import inspect as inspect_container
 
-    return inspect_container(name)
+    return inspect_container(name, format)
 
 
-@task(help={"name": "the container"})
+@task(help={"name": "a stopped or created container (name, ID or ID prefix)",
+            "new_name": "its new name (letters, digits, _ . -; up to 64)"})
 @guarded
-def logs(c, name):
-    """Print the output of a detached container."""
-    from steps.listing import logs as container_logs
+def rename(c, name, new_name):
+    """Rename a stopped container (a running one is refused: its host objects carry its name)."""
+    from steps.cli.rename import rename as rename_container
 
-    return container_logs(name)
+    return rename_container(name, new_name)
 
 
-@task(help={"json": "print JSON"})
+@task(help={"src": "CONTAINER:PATH or a host path (PATH/. copies a directory's contents)",
+            "dst": "a host path or CONTAINER:PATH"})
 @guarded
-def images(c, json=False):
-    """List images: NAME TAG ID SIZE CREATED CONTAINERS."""
-    from steps.listing import images as list_images
+def cp(c, src, dst):
+    """Copy files or directories between a container and the host, either way."""
+    from steps.cli.copy import cp as copy_files
 
-    return list_images(json)
+    return copy_files(src, dst)
+
+
+@task(help={"name": "the container (name, ID or ID prefix); default: every running one",
+            "no_stream": "one sample, then exit", "all": "all containers (default: running ones)",
+            "format": "Go template, e.g. 'table {{.Name}}\\t{{.MemUsage}}'"})
+@guarded
+def stats(c, name=None, no_stream=False, all=False, format=None):
+    """CPU, memory, network, block I/O and PIDs of containers, from their cgroups."""
+    from steps.cli.stats import stats as container_stats
+
+    return container_stats(name, no_stream, all, format)
+
+
+@task(help={"name": "the container (name, ID or ID prefix)",
+            "follow": "keep printing new output until the container has stopped",
+            "tail": "only the last N lines (across rotated files), or all (default)",
+            "timestamps": "prefix each line with its time (RFC3339Nano, UTC)",
+            "since": "only output since TIME: RFC3339 (2024-05-01T12:00:00.5Z), Unix seconds, or a "
+                     "duration ago (10m, 1h30m)",
+            "until": "only output before TIME (same forms as --since)"})
+@guarded
+def logs(c, name, follow=False, tail=None, timestamps=False, since=None, until=None):
+    """Print a container's output: stdout to stdout, stderr to stderr."""
+    from steps.cli.logview import logs as container_logs
+
+    return container_logs(name, follow, tail, timestamps, since, until)
+
+
+@task(help={"name": "the container (name, ID or ID prefix)"})
+@guarded
+def wait(c, name):
+    """Block until a container stops, then print its exit code."""
+    from steps.cli.logview import wait as wait_container
+
+    return wait_container(name)
+
+
+@task(help={"name": "a running container (name, ID or ID prefix)"})
+@guarded
+def attach(c, name):
+    """Show a running container's output live until it exits; exit with its code. Ctrl-C detaches."""
+    from steps.cli.logview import attach as attach_container
+
+    return attach_container(name)
+
+
+@task(name="exec", iterable=["env"], help={
+    "name": "a running container (name, ID or ID prefix)",
+    "detach": "start the command and return at once; it runs on inside the container",
+    "interactive": "keep the command's stdin open (else it reads /dev/null)",
+    "tty": "give the command a terminal of the container's own (a pty), relayed to this one",
+    "env": "KEY=VALUE added to the container's environment (repeatable); KEY alone copies it from here",
+    "user": "NAME|UID[:GROUP|GID] to run as (default: the container's user)",
+    "workdir": "working directory inside the container (default: the container's)",
+    "json": "with --detach, print the started process as JSON ({container, pid})",
+})
+@guarded
+def exec_task(c, name, detach=False, interactive=False, tty=False, env=None, user=None, workdir=None,
+              json=False):
+    """Run a command in a running container: exec NAME [flags] -- COMMAND [ARGS...]; its exit code."""
+    from steps.runtime.exec import ExecOptions, exec_in
+
+    opts = ExecOptions(name=name, command=command_words(), detach=detach, interactive=interactive, tty=tty,
+                       env=env or [], user=user, workdir=workdir)
+    code, pid = exec_in(opts)
+    if json and detach:
+        import json as json_module
+
+        print(json_module.dumps({"container": name, "pid": pid}), flush=True)
+    return code
+
+
+@task(help={"name": "a running container (name, ID or ID prefix)"})
+@guarded
+def top(c, name):
+    """The processes of a running container: UID PID PPID C STIME TTY TIME CMD (host pids)."""
+    from steps.runtime.top import top as list_processes
+
+    return list_processes(name)
+
+
+@task(help={"quiet": "only the image IDs", "format": FORMAT_HELP,
+            "json": "print JSON (with the containers using each image)"})
+@guarded
+def images(c, quiet=False, format=None, json=False):
+    """List images: REPOSITORY, TAG, IMAGE ID, CREATED, SIZE."""
+    from steps.cli.listing import images as list_images
+
+    return list_images(json, quiet, format)
 
 
 @task(help={"image": "[REGISTRY/]NAME[:TAG][@DIGEST]; Docker Hub when no registry is named",
@@ -218,7 +393,7 @@ def network_prune(c):
 
 def _step_task(stage: str):
     def body(c, name, check=False, undo=False, json=False):
-        from steps.lifecycle import one_step
+        from steps.cli.lifecycle import one_step
 
         return one_step(stage, name, undo, _out(check, json))
 
@@ -228,9 +403,78 @@ def _step_task(stage: str):
         "name": "the container", "undo": "undo the stage instead of applying it", **OUTPUT_HELP})
 
 
-ns = Collection(run, start, stop, rm, teardown, ps, inspect, logs, images, pull, rmi)
+@task(name="create", iterable=["label"], help={
+    "name": "the volume's name (letters, digits, _ . -); a 64-hex one when omitted",
+    "label": "KEY=VALUE metadata (repeatable)"})
+@guarded
+def volume_create(c, name=None, label=None):
+    """Create a named volume (an existing one is fine, as Docker); prints its name."""
+    from steps.cli.volume_commands import create
+
+    return create(name, label)
+
+
+@task(name="ls", help={"quiet": "only the names", "json": "print Docker's inspect shape of each, as JSON"})
+@guarded
+def volume_ls(c, quiet=False, json=False):
+    """List volumes: DRIVER VOLUME NAME."""
+    from steps.cli.volume_commands import ls
+
+    return ls(quiet, json)
+
+
+@task(name="inspect", help={"name": "the volume"})
+@guarded
+def volume_inspect(c, name):
+    """Print a volume as Docker does: Name, Driver, Mountpoint, CreatedAt, Labels, Scope."""
+    from steps.cli.volume_commands import inspect
+
+    return inspect(name)
+
+
+@task(name="rm", help={"name": "the volume", "force": "no error when the volume does not exist"})
+@guarded
+def volume_rm(c, name, force=False):
+    """Remove a volume and its data; refused while a container uses it."""
+    from steps.cli.volume_commands import rm
+
+    return rm(name, force)
+
+
+@task(name="prune", help={"all": "also unused named volumes (default: only anonymous ones)",
+                          "force": "do not ask for confirmation (none is asked here)"})
+@guarded
+def volume_prune(c, all=False, force=False):
+    """Remove the volumes no container uses: anonymous ones, with --all named ones too."""
+    from steps.cli.volume_commands import prune
+
+    return prune(all)
+
+
+@task(help={"unit": "print the systemd unit that runs this at boot, for this instance, and start nothing",
+            "json": "the steps' reports as JSON lines (inside each start)"})
+@guarded
+def boot(c, unit=False, json=False):
+    """Start the containers whose restart policy says so after a reboot: always, and unless-stopped
+    unless the user stopped it (on-failure and no stay down, as Docker's daemon start); one line each."""
+    from steps.cli import boot as boots
+
+    if unit:
+        print(boots.unit(), end="")
+        return 0
+    return boots.boot(json)
+
+
+ns = Collection(run, create, port, start, stop, kill, restart, rm, teardown, ps, inspect, logs, wait, attach,
+                images, pull, rmi)
+ns.add_task(exec_task, name="exec")
+for _task in (rename, cp, stats):
+    ns.add_task(_task)
+ns.add_task(top)
+ns.add_task(boot)
 ns.add_collection(Collection("image", import_image, load_image, from_docker, image_prune))
 ns.add_collection(Collection("network", network_inspect, network_prune))
+ns.add_collection(Collection("volume", volume_create, volume_ls, volume_inspect, volume_rm, volume_prune))
 ns.add_collection(Collection("step", *(_step_task(s) for s in
                                         ("image", "layers", "volumes", "cgroup", "veth", "nat", "launch",
                                          "teardown"))))

@@ -180,3 +180,10 @@ def controller_hierarchies(wanted: tuple[str, ...] = ("memory", "cpu", "pids")) 
         if v2 or v1:
             chosen[ctrl] = (v2 or v1)[0]
     return chosen
+
+
+def own_permitted() -> int:
+    """This process's permitted set: a container cannot get what its runtime lacks (a host that
+    confines us, e.g. without CAP_SYS_RESOURCE, confines --privileged containers too)."""
+    with open("/proc/self/status") as f:
+        return parse_status_mask(f.read(), "CapPrm")

@@ -13,7 +13,7 @@ import time
 from steps import Change, Step, absent, applied, faults, partial
 from steps.facts import boot_id, catches_signal, process_alive, process_start
 from steps.runtime.command import command_argv
-from steps.state import load_runtime, remove_file
+from steps.state import load_runtime, remove_file, update_record
 
 
 def runtime_facts(names) -> tuple[dict | None, bool, bool]:
@@ -34,12 +34,15 @@ def wait_gone(pid: int, start: int, timeout: float) -> bool:
     return True
 
 
-def terminate(pid: int, start: int, grace: float) -> None:
-    """SIGTERM, a grace period, then SIGKILL. PID 1 ignores a SIGTERM it does not
-    catch, so waiting would only delay the SIGKILL: send it at once then."""
+def terminate(pid: int, start: int, grace: float, signo: int = signal.SIGTERM, waited: bool = False) -> None:
+    """The stop signal (SIGTERM), a grace period, then SIGKILL. PID 1 ignores a signal it
+    neither catches nor blocks, so waiting would only delay the SIGKILL: send it at once then.
+    waited: PID 1 is --init's tini, which takes every signal with sigtimedwait(2) (the kernel
+    unblocks them during the wait, so /proc shows neither a handler nor a block) and passes
+    it on."""
     try:
-        if catches_signal(pid, signal.SIGTERM) and process_start(pid) == start:
-            os.kill(pid, signal.SIGTERM)
+        if (waited or handles_signal(pid, signo)) and process_start(pid) == start:
+            os.kill(pid, signo)
             if wait_gone(pid, start, grace):
                 return
         if process_start(pid) == start:
@@ -47,6 +50,34 @@ def terminate(pid: int, start: int, grace: float) -> None:
     except ProcessLookupError:
         return
     wait_gone(pid, start, 30)
+
+
+def handles_signal(pid: int, signo: int) -> bool:
+    from steps.facts import parse_status_mask
+
+    if catches_signal(pid, signo):
+        return True
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return bool(parse_status_mask(f.read(), "SigBlk") >> (signo - 1) & 1)
+    except FileNotFoundError:
+        return False
+
+
+def stop_signal(ctx) -> int:
+    """--stop-signal, else the image's StopSignal, else SIGTERM."""
+    from steps import BadInput
+    from steps.image import runtime_config
+    from steps.image.store import Store
+    from steps.runflags import parse_stop_signal, signal_number
+
+    name = ctx.spec.get("stop_signal")
+    if name is None and ctx.spec.get("image_id"):
+        try:
+            name = parse_stop_signal(runtime_config(Store(ctx.instance).image(ctx.spec["image_id"])).get("StopSignal"))
+        except (BadInput, OSError, ValueError):
+            name = None  # an image with a signal we do not know: Docker's default
+    return signal_number(name) if name else signal.SIGTERM
 
 
 def thaw_container(cgroup_path: str) -> None:
@@ -65,7 +96,7 @@ class LaunchStep(Step):
 
     def check(self):
         rt, init_alive, monitor_alive = runtime_facts(self.ctx.names)
-        start = Change("start init", "stopped", " ".join(command_argv(self.ctx.spec)))
+        start = Change("start init", "stopped", " ".join(command_argv(self.ctx.spec, self.image_config())))
         if rt is None:
             return absent([start])
         if monitor_alive:  # the container is up until its monitor has cleaned up after it
@@ -76,12 +107,22 @@ class LaunchStep(Step):
             return partial([start], f"init pid {rt['init_pid']} runs without its monitor")
         return partial([start], "init exited; runtime state left")
 
+    def image_config(self) -> dict:
+        """The image's Entrypoint and Cmd, for the report (what will really run)."""
+        from steps.image import runtime_config
+        from steps.image.store import Store
+
+        image_id = self.ctx.spec.get("image_id")
+        return runtime_config(Store(self.ctx.instance).image(image_id) if image_id else None)
+
     def apply(self):
         from steps.runtime.monitor import Monitor, spawn_detached
 
         if self.check().applied:
             return
         self.undo()  # a stale state or an orphaned init: start from nothing
+        # A user's run or start (as Docker's): the restart count starts again, a stop is forgotten.
+        update_record(self.ctx.names, restart_count=0, stopped_by_user=False, restarting=False)
         if self.ctx.attach:
             self.ctx.monitor = Monitor(self.ctx)
             self.ctx.monitor.spawn()
@@ -95,9 +136,10 @@ class LaunchStep(Step):
         if init_alive:
             grace = self.ctx.spec.get("stop_timeout", self.ctx.instance.stop_timeout)
             thaw_container(self.ctx.names.cgroup_path)
-            terminate(rt["init_pid"], rt["init_start"], grace)
+            terminate(rt["init_pid"], rt["init_start"], grace, stop_signal(self.ctx), bool(self.ctx.spec.get("init")))
         faults.point("launch.undo.mid")
         remove_file(self.ctx.names.runtime_state)
+        remove_file(self.ctx.names.attach_socket)  # left by a monitor that was killed
         try:
             os.rmdir(self.ctx.names.runtime_dir)
         except OSError:

@@ -54,6 +54,11 @@ class Names:
         return os.path.join(self.container_dir, "container.log")
 
     @property
+    def monitor_log(self) -> str:
+        """The detached monitor's own stdout and stderr, apart from the container's log."""
+        return os.path.join(self.container_dir, "monitor.log")
+
+    @property
     def upper(self) -> str:
         return os.path.join(self.container_dir, "upper")
 
@@ -72,6 +77,11 @@ class Names:
     @property
     def runtime_state(self) -> str:
         return os.path.join(self.runtime_dir, "state.json")
+
+    @property
+    def attach_socket(self) -> str:
+        """Where a detached, interactive container's monitor serves its stdin to `attach`."""
+        return os.path.join(self.runtime_dir, "attach.sock")
 
     @property
     def lock(self) -> str:

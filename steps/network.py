@@ -133,9 +133,38 @@ def etc_files(names: Names, spec: dict, ip: str | None, others: list[dict]) -> d
 
     hostname = spec.get("hostname") or names.container
     servers, options, source = nameservers()
-    return {"hosts": render("hosts.j2", name=names.container, hostname=hostname, ip=ip, others=others),
+    if spec.get("dns"):  # --dns replaces the host's nameservers, as Docker's does
+        servers, source = spec["dns"], "--dns"
+    return {"hosts": render("hosts.j2", name=names.container, hostname=hostname, ip=ip, others=others,
+                            extra=extra_hosts(names.instance, spec)),
             "hostname": render("hostname.j2", hostname=hostname),
             "resolv.conf": render("resolv.conf.j2", nameservers=servers, options=options, source=source)}
+
+
+def extra_hosts(instance, spec: dict) -> list[tuple[str, str]]:
+    """--add-host entries; host-gateway is the instance bridge's gateway (Docker's docker0 address)."""
+    return [(host, gateway(instance) if ip == "host-gateway" else ip) for host, ip in spec.get("add_hosts") or []]
+
+
+def host_etc_files(instance, spec: dict) -> dict[str, str]:
+    """--network host: the host's own hosts and resolv.conf (as Docker copies them), with --add-host
+    and --dns applied, and the host's hostname unless one was asked."""
+    texts = {}
+    for name in ("hosts", "resolv.conf"):
+        try:
+            with open(f"/etc/{name}") as f:
+                texts[name] = f.read(1 << 20)
+        except OSError:
+            texts[name] = ""
+    if spec.get("dns"):
+        kept = [ln for ln in texts["resolv.conf"].splitlines() if not ln.startswith("nameserver")]
+        texts["resolv.conf"] = "".join(f"{ln}\n" for ln in kept + [f"nameserver {s}" for s in spec["dns"]])
+    extra = [f"{ip}\t{host}\n" for host, ip in extra_hosts(instance, spec)]
+    if extra and texts["hosts"] and not texts["hosts"].endswith("\n"):
+        texts["hosts"] += "\n"
+    texts["hosts"] += "".join(extra)
+    texts["hostname"] = (spec.get("hostname") or os.uname().nodename) + "\n"
+    return texts
 
 
 def running_peers(names: Names, leases: dict[str, str]) -> list[dict]:

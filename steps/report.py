@@ -22,7 +22,14 @@ class Result:
 
 
 class Reporter:
-    def __init__(self, stream=None, as_json: bool = False, color: bool | None = None):
+    """quiet (Docker's face without -v): nothing is printed unless a step fails; then the failed
+    step, what was rolled back and the recap go to stderr."""
+
+    def __init__(self, stream=None, as_json: bool = False, color: bool | None = None, quiet: bool = False):
+        self.quiet = quiet
+        self.failing = False
+        if quiet:
+            stream = sys.stderr
         self.stream = stream or sys.stdout
         self.as_json = as_json
         if color is None:
@@ -35,6 +42,9 @@ class Reporter:
 
     def step(self, result: Result) -> None:
         self.results.append(result)
+        self.failing |= result.status == FAILED
+        if self.quiet and not self.failing:
+            return
         if self.as_json:
             self._emit({"event": "step", **asdict(result)})
             return
@@ -52,6 +62,8 @@ class Reporter:
         return counts
 
     def recap(self, container: str, pipeline: str) -> None:
+        if self.quiet and not self.failing:
+            return
         counts = self.counts()
         if self.as_json:
             self._emit({"event": "recap", "container": container, "pipeline": pipeline, **counts})
@@ -60,6 +72,8 @@ class Reporter:
         self._write(f"RECAP [{container}] {pipeline}: {parts}")
 
     def message(self, text: str) -> None:
+        if self.quiet:
+            return
         if self.as_json:
             self._emit({"event": "message", "text": text})
         else:

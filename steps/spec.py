@@ -9,15 +9,20 @@ from dataclasses import dataclass, field
 from steps import BadInput
 from steps.cgroup import parse_cpus, parse_memory, parse_pids
 from steps.image.reference import canonical
+from steps.runflags import parse_env_files
+from steps.runtime.logfile import parse_log_opts
+from steps.runtime.restart import parse as parse_restart
 from steps.state import now_iso
-from steps.volumes import check_volumes, parse_volume
+from steps.volumes import check_volumes, normal_volumes, volumes_of
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 # The keys that make two runs "the same container"; the rest is bookkeeping.
 SPEC_KEYS = ("name", "image", "command", "env", "workdir", "hostname", "volumes",
              "memory", "cpus", "pids_limit", "network", "publish", "user", "entrypoint",
-             "privileged", "cap_add", "cap_drop", "security_opt", "tty", "interactive")
+             "privileged", "cap_add", "cap_drop", "security_opt", "tty", "interactive", "log_opts",
+             "add_hosts", "dns", "init", "stop_signal", "labels", "ulimits", "shm_size", "publish_all",
+             "read_only", "restart")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$")
 _PUBLISH = re.compile(r"(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]+):(?P<cont>[0-9]+)(?:/(?P<proto>[a-z]+))?")
 
@@ -84,12 +89,16 @@ def parse_publish(items: list[str]) -> list[dict]:
     return out
 
 
-def parse_network(mode: str | None, publish: list[dict]) -> str:
+def parse_network(mode: str | None, publish: list[dict], publish_all: bool = False) -> str:
     mode = mode or "bridge"
-    if mode not in ("bridge", "none"):
-        raise BadInput(f"bad network {mode!r}: use bridge (the default) or none")
-    if mode == "none" and publish:
+    if mode not in ("bridge", "none", "host"):
+        raise BadInput(f"bad network {mode!r}: use bridge (the default), host or none")
+    if mode == "none" and (publish or publish_all):
         raise BadInput("bad publish: a container with --network none has no ports to publish")
+    if mode == "host" and (publish or publish_all):  # Docker's behaviour: ignored, with a warning
+        import sys
+
+        print("WARNING: Published ports are discarded when using host network mode", file=sys.stderr)
     return mode
 
 
@@ -143,6 +152,9 @@ class RunOptions:
     workdir: str | None = None
     hostname: str | None = None
     volumes: list[str] = field(default_factory=list)
+    mount: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    read_only: bool = False
     memory: str | None = None
     cpus: str | None = None
     pids_limit: int | None = None
@@ -158,22 +170,49 @@ class RunOptions:
     security_opt: list[str] = field(default_factory=list)
     tty: bool = False
     interactive: bool = False
+    log_opt: list[str] = field(default_factory=list)
+    env_file: list[str] = field(default_factory=list)
+    add_host: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    init: bool = False
+    stop_signal: str | None = None
+    label: list[str] = field(default_factory=list)
+    ulimit: list[str] = field(default_factory=list)
+    shm_size: str | None = None
+    publish_all: bool = False
+    cidfile: str | None = None
+    restart: str | None = None
 
 
 def build(name: str, opts: RunOptions) -> dict:
     """The container's spec (its record) from the flags; refuses anything invalid."""
-    vols = [parse_volume(v) for v in opts.volumes or []]
+    vols = volumes_of(opts.volumes, opts.mount, opts.tmpfs)
     check_volumes(vols)
     ports = parse_publish(opts.publish or [])
     security = parse_security(opts.privileged, opts.cap_add, opts.cap_drop, opts.security_opt)
-    return {**security, "tty": bool(opts.tty), "interactive": bool(opts.interactive),
-            "network": parse_network(opts.network, ports), "publish": ports, "name": name,
+    network = parse_network(opts.network, ports, opts.publish_all)
+    return {**security, **later_flags(opts, network), "tty": bool(opts.tty), "interactive": bool(opts.interactive),
+            "network": network, "publish": [] if network == "host" else ports, "name": name,
             "image": canonical(opts.image), "command": parse_command(opts.command),
             "user": parse_user(opts.user), "entrypoint": parse_entrypoint(opts.entrypoint),
-            "env": parse_env(opts.env), "workdir": parse_workdir(opts.workdir),
+            "env": parse_env_files(opts.env_file) + parse_env(opts.env), "workdir": parse_workdir(opts.workdir),
             "hostname": parse_hostname(opts.hostname), "volumes": vols, "memory": parse_memory(opts.memory),
             "cpus": parse_cpus(opts.cpus), "pids_limit": parse_pids(opts.pids_limit), "rm": bool(opts.rm),
+            "read_only": bool(opts.read_only),
+            "log_opts": parse_log_opts(opts.log_opt) if opts.log_opt else None,  # None: the defaults
+            "restart": parse_restart(opts.restart, opts.rm),
             "id": secrets.token_hex(32), "created": now_iso(), "last": {}}
+
+
+def later_flags(opts: RunOptions, network: str) -> dict:
+    """--add-host, --dns, --init, --stop-signal, --label, --ulimit, --shm-size, -P, --cidfile."""
+    from steps import runflags as rf
+
+    return {"add_hosts": rf.parse_add_hosts(opts.add_host), "dns": rf.parse_dns(opts.dns),
+            "init": rf.check_init(opts.init), "stop_signal": rf.parse_stop_signal(opts.stop_signal),
+            "labels": rf.parse_labels(opts.label), "ulimits": rf.parse_ulimits(opts.ulimit),
+            "shm_size": rf.parse_shm_size(opts.shm_size),
+            "publish_all": bool(opts.publish_all) and network == "bridge", "cidfile": rf.check_cidfile(opts.cidfile)}
 
 
 def same(a: dict, b: dict) -> bool:
@@ -182,4 +221,14 @@ def same(a: dict, b: dict) -> bool:
 
 def differences(a: dict, b: dict) -> list[str]:
     """The spec keys that differ; a missing key reads as its empty default (older records)."""
-    return [k for k in SPEC_KEYS if (a.get(k) or None) != (b.get(k) or None)]
+    return [k for k in SPEC_KEYS if _given(a, k) != _given(b, k)]
+
+
+def _given(spec: dict, key: str):
+    """A spec value as the user gave it: the host ports -P chose ("auto") are not part of it."""
+    value = spec.get(key)
+    if key == "volumes":
+        value = normal_volumes(value)
+    if key == "publish":
+        value = [p for p in value or [] if not p.get("auto")]
+    return value or None

@@ -17,7 +17,17 @@ class TeardownStep(Step):
 
         n = self.ctx.names
         own = [p for p in (n.container_dir, n.runtime_dir) if os.path.lexists(p)]
-        return own + Store(self.ctx.instance).dead_tmp()
+        return own + Store(self.ctx.instance).dead_tmp() + self.volumes_to_remove()
+
+    def volumes_to_remove(self) -> list[str]:
+        """With `rm -v` or `run --rm` (and when a failed run is forgotten): the container's
+        anonymous volumes no other container uses. Named volumes always stay."""
+        from steps.storage import volume_store
+
+        if not (self.ctx.spec.get("rm") or self.ctx.spec.get("remove_volumes")):
+            return []
+        instance = self.ctx.instance
+        return [volume_store.volume_dir(instance, v) for v in volume_store.anonymous_of(instance, self.ctx.spec)]
 
     def check(self):
         left = self.leftovers()
@@ -32,8 +42,14 @@ class TeardownStep(Step):
         if busy:
             raise StepFailed(f"cannot remove {n.container_dir}: {busy[0].mount_point} is still mounted")
         own = (n.container_dir, n.runtime_dir)
+        volumes = self.volumes_to_remove()
         for path in self.leftovers():
             faults.point("teardown.apply.mid")
+            if path in volumes:
+                from steps.storage import volume_store
+
+                volume_store.remove(self.ctx.instance, os.path.basename(path))
+                continue
             shutil.rmtree(path, ignore_errors=path not in own)  # another teardown may clean it too
 
     def undo(self):

@@ -5,7 +5,8 @@ checkable before any process exists), the bridge, an IP lease, a veth pair whose
 is created directly inside the netns as eth0 (cheaper than creating it on the host and
 moving it) with a MAC derived from the lease, lo and eth0 up, the default route via the
 gateway, and /etc/hosts, /etc/hostname, /etc/resolv.conf rendered into the container's
-directory. `--network none` stops after the pin: the netns has lo only.
+directory. `--network none` stops after the pin: the netns has lo only. `--network host`
+has nothing here (the init stays in the host's netns; runtime/plan.py copies the host's files).
 
 Every container's netns refuses IPv6 router advertisements (accept_ra 0 for all, default
 and every device there - lo, eth0 - set before eth0 is up): a peer with CAP_NET_RAW could
@@ -16,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 
-from steps import Change, Step, absent, applied, faults, ipam, linux, partial
+from steps import Change, Step, absent, applied, faults, ipam, linux, nothing, partial
 from steps import netlink as nl
 from steps import network as net
 from steps.facts import mounts_at
@@ -76,7 +77,15 @@ class VethStep(Step):
     def bridged(self) -> bool:
         return self.ctx.spec.get("network", "bridge") == "bridge"
 
+    @property
+    def host(self) -> bool:
+        """--network host: the host's own namespace; nothing of ours to make (the init takes
+        the host's hosts and resolv.conf)."""
+        return self.ctx.spec.get("network") == "host"
+
     def check(self):
+        if self.host:
+            return nothing("the host's network namespace")
         n = self.ctx.names
         changes = ra_changes(n.netns) if pinned(n.netns) else [Change(f"pin a network namespace on {n.netns}")]
         leases = ipam.load(n.instance)
@@ -150,6 +159,8 @@ class VethStep(Step):
 
     def apply(self):
         n = self.ctx.names
+        if self.host:
+            return
         with instance_lock(n.instance):
             self.pin()
             refuse_router_ads(n.netns)  # every device there, and default: an eth0 made later inherits it
@@ -218,6 +229,8 @@ class VethStep(Step):
         bridge and the table, then the pin, and the lease last: until the lease is
         freed, check still sees something of this step, so a killed undo is redone."""
         n = self.ctx.names
+        if self.host and not pinned(n.netns):
+            return
         with instance_lock(n.instance):
             others = {k: v for k, v in ipam.load(n.instance).items() if k != n.container}
             if self.bridged or os.path.exists(f"/sys/class/net/{n.host_veth}"):

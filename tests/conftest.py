@@ -50,6 +50,17 @@ class Instance:
             raise AssertionError(f"invoke {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return proc
 
+    def docker(self, *args, timeout: float = 60, check: bool = False, input: str | None = None,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run `diy-docker ARGS...` (Docker's face, the console script's entry) as a user would."""
+        code = "import sys; from steps.cli import main; sys.argv[0] = 'diy-docker'; main()"
+        proc = subprocess.run([sys.executable, "-c", code, *args], cwd="/", env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout, input=input,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"diy-docker {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
     def popen(self, *args, fault: str | None = None, **kwargs) -> subprocess.Popen:
         env = {**self.env, **({"DIY_DOCKER_FAULT": fault} if fault else {})}
         kwargs.setdefault("stdout", subprocess.PIPE)

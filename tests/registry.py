@@ -475,6 +475,8 @@ class ImageSpec:
     variant: str | None = None
     compression: str = "gzip"
     labels: dict[str, str] | None = None
+    exposed_ports: dict[str, dict] | None = None  # {"80/tcp": {}}
+    stop_signal: str = ""
 
     @property
     def platform(self) -> dict[str, str]:
@@ -580,7 +582,8 @@ def write_blob(layout: str, data: bytes) -> str:
 def image_config(spec: ImageSpec, diff_ids: list[str]) -> dict[str, Any]:
     config: dict[str, Any] = {"Env": spec.env}
     for key, value in (("Entrypoint", spec.entrypoint), ("Cmd", spec.cmd), ("WorkingDir", spec.working_dir),
-                       ("User", spec.user), ("Labels", spec.labels)):
+                       ("User", spec.user), ("Labels", spec.labels), ("ExposedPorts", spec.exposed_ports),
+                       ("StopSignal", spec.stop_signal)):
         if value:
             config[key] = value
     return {"created": "1970-01-01T00:00:00Z", **spec.platform, "config": config,

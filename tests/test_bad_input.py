@@ -52,7 +52,7 @@ def test_missing_image(inst):
 
 @pytest.mark.parametrize("spec,word", [
     ("a:b:c:d", "expected SRC:DST"), ("/tmp:rel", "absolute"), ("/tmp:/", "cannot be /"),
-    ("rel:/x", "absolute"), ("/tmp:/x:rx", "ro or rw"), ("/nonexistent-dir:/x", "does not exist"),
+    ("rel/dir:/x", "volume name"), ("/tmp:/x:rx", "ro or rw"), ("/nonexistent-dir:/x", "does not exist"),
     ("/tmp:/a/../b", ".."), (":/x", "expected SRC:DST"),
 ])
 def test_bad_volumes(inst, spec, word):

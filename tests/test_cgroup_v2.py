@@ -96,10 +96,10 @@ def test_v2_memory_max_oom_kills_with_137(inst):
                  "cat /sys/fs/cgroup/memory.max; echo start; tail /dev/zero", timeout=180)
     assert p.returncode == 137, (p.stdout, p.stderr)
     assert p.stdout.split()[:2] == [str(32 << 20), "start"], p.stdout
-    [row] = json.loads(inst.cli("ps", "--json", check=True).stdout)
+    [row] = json.loads(inst.cli("ps", "--all", "--json", check=True).stdout)
     assert row["state"] == "exited (137) OOM-killed" and row["oom_killed"] is True, row
-    info = json.loads(inst.cli("inspect", "oom", check=True).stdout)
-    assert info["last"]["oom_killed"] is True and info["memory"] == 32 << 20
+    [info] = json.loads(inst.cli("inspect", "oom", check=True).stdout)
+    assert info["State"]["OOMKilled"] is True and info["HostConfig"]["Memory"] == 32 << 20
     inst.cli("rm", "oom", check=True)
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from steps import config, stage_classes
 from steps import spec as specs
+from steps.cli.lifecycle import wait_for_monitor
 from steps.facts import mounts_at, mounts_below, process_alive
-from steps.lifecycle import wait_for_monitor
 from steps.names import Names
 from steps.pipeline import Context
 from steps.state import container_lock, load_runtime, save_record
@@ -80,6 +80,26 @@ def test_volumes(inst, tmp_path):
     contract(volumes, lambda: tuple(sorted(m.mount_point for m in mounts_below(ctx.names.merged))))
     layers.undo()
     teardown.apply()
+
+
+def test_volumes_named_and_tmpfs(inst, tmp_path):
+    """The new kinds of mounts: a named volume (made and filled on first apply), an anonymous
+    one, a tmpfs; undo unmounts them all and keeps the volumes' data."""
+    from steps.storage import volume_store
+
+    ctx = make_ctx("c-kinds", volumes=["named:/etc", "/anon"], mount=["type=tmpfs,target=/t,tmpfs-size=1m"],
+                   tmpfs=["/run:size=1m"])
+    image, layers, volumes, teardown = steps_for(ctx, "image", "layers", "volumes", "teardown")
+    image.apply()
+    layers.apply()
+    contract(volumes, lambda: tuple(sorted((m.mount_point, m.fstype) for m in mounts_below(ctx.names.merged))))
+    assert os.path.exists(os.path.join(volume_store.data_dir(ctx.instance, "named"), "passwd"))  # filled
+    layers.undo()
+    ctx.spec["remove_volumes"] = True  # rm -v: the anonymous volume goes, the named one stays
+    teardown.apply()
+    assert teardown.check().applied
+    assert volume_store.names(ctx.instance) == ["named"]
+    volume_store.remove(ctx.instance, "named")
 
 
 def test_cgroup(inst):

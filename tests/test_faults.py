@@ -54,7 +54,7 @@ def faulted(proc):
 
 
 def state(inst):
-    rows = json.loads(inst.cli("ps", "--json", check=True).stdout)
+    rows = json.loads(inst.cli("ps", "--all", "--json", check=True).stdout)
     return rows[0]["state"] if rows else None
 
 

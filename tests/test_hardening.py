@@ -117,7 +117,7 @@ def test_inspect_shows_the_effective_profile(inst):
     inst.cli("run", "--detach", "--network", "none", "--name", "insp", "--cap-add", "net_admin",
              "--cap-drop", "CAP_CHOWN", "--security-opt", "no-new-privileges", "--", "/bin/sleep", "30", check=True)
     try:
-        security = json.loads(inst.cli("inspect", "insp", check=True).stdout)["security"]
+        security = json.loads(inst.cli("inspect", "insp", check=True).stdout)[0]["DiyDocker"]["security"]
         assert "CAP_NET_ADMIN" in security["capabilities"] and "CAP_CHOWN" not in security["capabilities"]
         assert security["no_new_privileges"] is True and security["privileged"] is False
         assert security["seccomp"] == "default" and "/proc/kcore" in security["masked_paths"]

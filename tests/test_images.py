@@ -155,7 +155,7 @@ def test_rmi_refused_while_used_then_forced(inst, tmp_path):
     inst.cli("run", "--name", "user1", "--network", "none", "--image", "app:1", check=True, timeout=120)
     p = inst.cli("rmi", "app:1")
     assert p.returncode != 0 and "used by container user1" in p.stderr
-    assert "user1" in inst.cli("images", check=True).stdout
+    assert "user1" in inst.cli("images", "--json", check=True).stdout
     inst.cli("rmi", "app:1", "--force", check=True)
     assert "app" not in inst.cli("images", check=True).stdout
     assert layer_dirs(inst)  # the container still needs them

@@ -27,10 +27,10 @@ def test_memory_limit_oom_kills_with_137(inst):
                  "echo start; tail /dev/zero", timeout=120)
     assert p.returncode == 137, (p.stdout, p.stderr)
     assert "start" in p.stdout
-    [row] = json.loads(inst.cli("ps", "--json", check=True).stdout)
+    [row] = json.loads(inst.cli("ps", "--all", "--json", check=True).stdout)
     assert row["state"] == "exited (137) OOM-killed" and row["oom_killed"] is True
-    info = json.loads(inst.cli("inspect", "oom", check=True).stdout)
-    assert info["last"]["oom_killed"] is True and info["memory"] == 32 * 1024 * 1024
+    [info] = json.loads(inst.cli("inspect", "oom", check=True).stdout)
+    assert info["State"]["OOMKilled"] is True and info["HostConfig"]["Memory"] == 32 * 1024 * 1024
     inst.cli("rm", "oom", check=True)
     assert h.version in (1, 2)
 

@@ -61,7 +61,7 @@ def outside(inst):
 
 
 def ip_of(inst, name):
-    return json.loads(inst.cli("inspect", name, check=True).stdout)["last"]["ip"]
+    return json.loads(inst.cli("inspect", name, check=True).stdout)[0]["DiyDocker"]["last"]["ip"]
 
 
 def test_two_containers_by_address_and_name_and_from_the_host(inst):

@@ -14,7 +14,7 @@ def test_start_after_a_reboot_keeps_the_files(inst):
     inst.cli("run", "--name", "rb", "--detach", "--", "/bin/sh", "-c",
              "if [ -f /keep ]; then echo again; cat /keep; else echo written > /keep; echo first; fi; "
              "exec sleep 1000", check=True)
-    info = json.loads(inst.cli("inspect", "rb", check=True).stdout)
+    info = json.loads(inst.cli("inspect", "rb", check=True).stdout)[0]["DiyDocker"]
     rt = info["runtime"]
     # the power goes: every process dies at once and no clean-up runs
     for pid in (rt["monitor_pid"], rt["init_pid"]):
@@ -36,7 +36,7 @@ def test_start_after_a_reboot_keeps_the_files(inst):
     state = read_json(state_file)
     state["boot_id"] = "00000000-0000-0000-0000-000000000000"  # another boot
     write_json(state_file, state)
-    assert "stopped by a reboot" in inst.cli("ps", check=True).stdout
+    assert "stopped by a reboot" in inst.cli("ps", "--all", "--json", check=True).stdout
     inst.cli("start", "rb", check=True)
     rows = json.loads(inst.cli("ps", "--json", check=True).stdout)
     assert rows[0]["state"] == "running"

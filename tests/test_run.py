@@ -81,7 +81,7 @@ def test_file_descriptors_are_closed(inst):
 
 def test_stop_start_keeps_changes(inst):
     inst.cli("run", "--name", "keep", "--", "/bin/sh", "-c", "echo kept > /data.txt", check=True)
-    ps = inst.cli("ps", "--json", check=True)
+    ps = inst.cli("ps", "--all", "--json", check=True)
     [row] = json.loads(ps.stdout)
     assert row["state"] == "exited (0)" and row["name"] == "keep"
     p = inst.cli("start", "keep", "--attach", check=True)
@@ -100,7 +100,7 @@ def test_detached_start_stop_logs(inst):
     p = inst.cli("rm", "bg")
     assert p.returncode != 0 and "running" in p.stderr
     inst.cli("stop", "bg", check=True)
-    rows = json.loads(inst.cli("ps", "--json", check=True).stdout)
+    rows = json.loads(inst.cli("ps", "--all", "--json", check=True).stdout)
     assert rows[0]["state"] == "exited (137)"  # sleep as PID 1 has no SIGTERM handler
     inst.cli("start", "bg", check=True)
     inst.cli("stop", "bg", "--time", "1", check=True)
@@ -185,7 +185,7 @@ def test_console_script_is_the_same_program(inst):
         script = shutil.which("diy-docker")
     if not script:
         pytest.skip("diy-docker is not installed here (pip install -e . makes it)")
-    p = subprocess.run([script, "run", "--rm", "--name", "cs", "--", "/bin/sh", "-c", 'printf "[%s]" "$@"', "sh",
+    p = subprocess.run([script, "run", "--rm", "--name", "cs", "busybox", "/bin/sh", "-c", 'printf "[%s]" "$@"', "sh",
                         "a  b", "c'd"], env=inst.env, capture_output=True, text=True, cwd="/", timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "[a  b][c'd]"
@@ -198,7 +198,7 @@ def test_list_and_help_are_quick_to_import(inst):
     code = ("import sys, runpy; sys.argv = ['invoke', '--list']; "
             "from invoke import Program; import tasks; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'jinja2') "
-            "or m in ('steps.lifecycle', 'steps.cgroup', 'steps.image', 'steps.launch', 'tarfile')))")
+            "or m in ('steps.cli.lifecycle', 'steps.cgroup', 'steps.image', 'steps.launch', 'tarfile')))")
     p = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)) or ".",
                        capture_output=True, text=True, env=inst.env)
     assert p.returncode == 0, p.stderr
@@ -216,7 +216,7 @@ def test_rm_refuses_a_running_init_whose_monitor_died(inst):
     import signal
 
     inst.cli("run", "--name", "lost", "--detach", "--", "/bin/sleep", "1000", check=True)
-    info = json.loads(inst.cli("inspect", "lost", check=True).stdout)
+    info = json.loads(inst.cli("inspect", "lost", check=True).stdout)[0]["DiyDocker"]
     os.kill(info["runtime"]["monitor_pid"], signal.SIGKILL)
     assert "monitor lost" in inst.cli("ps", check=True).stdout
     p = inst.cli("rm", "lost")

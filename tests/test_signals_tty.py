@@ -54,7 +54,7 @@ def test_stop_from_another_terminal_ends_a_foreground_run(inst):
     inst.cli("stop", "fg", check=True)
     proc.communicate(timeout=20)
     assert proc.returncode == 137
-    assert "exited (137)" in inst.cli("ps", check=True).stdout
+    assert "Exited (137)" in inst.cli("ps", "--all", check=True).stdout
     inst.cli("rm", "fg", check=True)
 
 

@@ -99,7 +99,8 @@ def test_bad_image_refs(bad):
 
 
 def test_parse_volume(tmp_path):
-    assert parse_volume(f"{tmp_path}:/data:ro") == {"source": str(tmp_path), "target": "/data", "ro": True}
+    assert parse_volume(f"{tmp_path}:/data:ro") == {"type": "bind", "source": str(tmp_path), "target": "/data",
+                                                       "ro": True}
     assert parse_volume(f"{tmp_path}:/a/b/")["target"] == "/a/b"
     for bad in ("a:b:c:d", f"{tmp_path}:rel", f"{tmp_path}:/", f"{tmp_path}:/x:rx", "/nope-nope:/x",
                 f"{tmp_path}:/a/../b", "x", ""):

@@ -83,7 +83,7 @@ def docker_cli() -> str:
 
 def users_of(instance) -> dict[str, list[str]]:
     """Image id -> the containers created from it."""
-    from steps.listing import containers
+    from steps.views import containers
 
     store = Store(instance)
     users: dict[str, list[str]] = {}

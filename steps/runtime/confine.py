@@ -19,7 +19,7 @@ import resource
 
 from steps import linux
 
-RLIMITS = {"RLIMIT_NOFILE": resource.RLIMIT_NOFILE}
+RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
 def isolate_session(rlimits: dict[str, list[int]]) -> None:

@@ -65,7 +65,7 @@ def setup(plan: dict, fds: dict) -> None:
         flags = NAMESPACES
         if plan["netns"]:  # the veth stage's pinned namespace, wired already
             os.close(linux.enter_netns(plan["netns"]))
-        else:
+        elif not plan.get("host_network"):  # --network host stays in ours
             flags |= linux.CLONE_NEWNET
         linux.unshare(flags)  # the cgroup namespace is rooted at the cgroups just joined
         pid = os.fork()
@@ -82,7 +82,8 @@ def container_init(plan: dict, err_w: int, go_r: int, console: int) -> None:
     """PID 1 of the container; never returns."""
     try:
         os.setsid()  # no controlling terminal: never the caller's
-        linux.link_up("lo")
+        if not plan.get("host_network"):  # the host's lo is not ours to touch
+            linux.link_up("lo")
         linux.sethostname(plan["hostname"])
         rootfs.prepare(plan)
         confine.isolate_session(plan["rlimits"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 from steps import EXIT_DIY_FAILED, StepFailed, faults, linux
 from steps.facts import boot_id, catches_signal, process_start
@@ -41,6 +42,8 @@ class Monitor:
         self.init_start = 0
         self.interrupts = 0  # a second Ctrl-C kills
         self.previous: dict = {}
+        self.oom_base = 0  # the cgroup's oom_kill count when this run began (it outlives restarts)
+        self.began = time.monotonic()
 
     def spawn(self) -> int:
         """Start the init; returns its pid once it has exec'd the command."""
@@ -49,7 +52,9 @@ class Monitor:
         from steps.runtime.stdio import Stdio
 
         plan = build(self.ctx)
-        self.stdio = Stdio(bool(self.ctx.spec.get("tty")), bool(self.ctx.spec.get("interactive")))
+        self.stdio = Stdio(bool(self.ctx.spec.get("tty")), bool(self.ctx.spec.get("interactive")),
+                           detached=not self.ctx.attach, log=container_log(self.ctx),
+                           attach_socket=self.ctx.names.attach_socket)
         self.stdio.prepare()
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -158,8 +163,19 @@ class Monitor:
     def finish(self, code: int, reporter, remove: bool = False) -> int:
         """Record the exit and undo the runtime steps, under the container's lock."""
         from steps.cgroup import oom_kills
+        from steps.runtime.restart import decide
         from steps.state import container_lock
 
+        if self.ctx.attach and decide(self, code):
+            # A foreground run with a restart policy returns at its first exit, as `docker run
+            # --restart ...` without -d does (the CLI returns, the daemon restarts): a detached
+            # monitor takes the container over, the back-off and the restarts are its own.
+            self.restore_handlers()
+            try:
+                spawn_detached(self.ctx, resume=self, code=code)
+                return code
+            except StepFailed:
+                pass  # no daemon to hand it to: clean up as after any exit
         oom = self.safe_oom_kills(oom_kills)
         lock = container_lock(self.ctx.names)
         lock.timeout = 3600.0  # a `stop --time N` may hold it for a while: wait, never give up on cleaning
@@ -177,22 +193,38 @@ class Monitor:
                 return code
             if not self.mine():
                 return code  # restarted meanwhile by another command: not ours to clean
+            # The exit is a fact now: recorded before the clean-up, so `wait` and `ps` never see a
+            # container whose init is gone (no runtime state) without its exit code.
+            update_record(self.ctx.names, finished_at=now_iso(), exit_code=code, oom_killed=oom,
+                          restarting=False)
             Engine(self.ctx, reporter, pipeline="exit").run("stop")
-            update_record(self.ctx.names, finished_at=now_iso(), exit_code=code, oom_killed=oom)
             if remove:
-                Engine(self.ctx, reporter, pipeline="rm").run("rm")
+                Engine(self.ctx, reporter, pipeline="rm").run("remove")  # stop's undo ran just above
                 lock.remove()
         return code
 
     def safe_oom_kills(self, counter) -> bool:
         try:
-            return counter(self.ctx.names.cgroup_path) > 0
+            return counter(self.ctx.names.cgroup_path) > self.oom_base
         except OSError:
             return False
 
 
-def spawn_detached(ctx) -> int:
-    """Fork a daemon monitor (double fork, new session); returns the init's pid."""
+def container_log(ctx):
+    """The writer of the container's log (json-file), opened now so that a start fails early."""
+    from steps.runtime.logfile import LogWriter
+
+    log = LogWriter(ctx.names.log, ctx.spec.get("log_opts"))
+    try:
+        log.open()
+    except OSError:
+        pass  # a full or broken disk: the records are dropped and counted, the container runs
+    return log
+
+
+def spawn_detached(ctx, resume: Monitor | None = None, code: int = 0) -> int:
+    """Fork a daemon monitor (double fork, new session); returns the init's pid. With resume, the
+    daemon takes over that monitor's container, whose init exited with code (a restart policy)."""
     r, w = os.pipe2(os.O_CLOEXEC)
     first = os.fork()
     if first == 0:
@@ -200,7 +232,7 @@ def spawn_detached(ctx) -> int:
             os.close(r)
             os.setsid()
             if os.fork() == 0:
-                daemon(ctx, w)
+                daemon(ctx, w, resume, code)
         finally:
             os._exit(0)  # never back into the caller's code
     os.close(w)
@@ -214,13 +246,16 @@ def spawn_detached(ctx) -> int:
                      int(code) if code.isdigit() else EXIT_DIY_FAILED)
 
 
-def daemon(ctx, w: int) -> None:
+def daemon(ctx, w: int, resume: Monitor | None = None, code: int = 0) -> None:
     """The detached monitor's life; never returns."""
     from steps.report import Reporter
+    from steps.runtime.restart import supervise
 
     try:
         os.chdir("/")  # do not pin the caller's working directory for the container's life
-        log = os.open(ctx.names.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        # The monitor's own words (a traceback, a dropped-records count) go to a file of its
+        # own: the container's log holds the container's output only.
+        log = os.open(ctx.names.monitor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)
@@ -228,8 +263,10 @@ def daemon(ctx, w: int) -> None:
         os.closerange(3, w)
         os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))  # the caller's locks among them
         ctx.attach = False
-        monitor = Monitor(ctx)
-        pid = monitor.spawn()
+        monitor = resume or Monitor(ctx)
+        if resume:
+            monitor.record_runtime()  # the runtime state names this monitor from now on
+        pid = monitor.init_pid if resume else monitor.spawn()
         os.write(w, f"ok {pid}".encode())
         os.close(w)
     except BaseException as e:  # noqa: BLE001
@@ -238,8 +275,8 @@ def daemon(ctx, w: int) -> None:
         finally:
             os._exit(1)
     try:
-        code = monitor.wait()
-        with open(os.devnull, "w") as quiet:  # the log is the container's; steps go to the journal
+        code = supervise(monitor, code if resume else monitor.wait())
+        with open(os.devnull, "w") as quiet:  # the steps go to the journal
             monitor.finish(code, Reporter(stream=quiet, color=False), remove=ctx.spec.get("rm", False))
     except BaseException as e:  # noqa: BLE001
         print(f"monitor: {e}", file=sys.stderr, flush=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 
+from steps.facts import own_permitted
 from steps.profiles import defaults
+from steps.runflags import DEFAULT_SHM, INIT_PATH, TINI
 from steps.runtime import profile as profiles
 
 
@@ -24,17 +26,40 @@ def build(ctx) -> dict:
     config = runtime_config(image)
     asked = spec.get("user") or config.get("User")
     user = resolve_user(n.merged, asked or "0")  # root's groups come from the image, never the caller's
+    host_net = spec.get("network") == "host"
+    if host_net:
+        write_host_etc(ctx)
     etc = {f"/etc/{f}": os.path.join(n.etc_dir, f) for f in ("hosts", "hostname", "resolv.conf")
            if os.path.exists(os.path.join(n.etc_dir, f))}
     tty = bool(spec.get("tty"))
+    init = TINI if spec.get("init") else None
+    hostname = spec.get("hostname") or (os.uname().nodename if host_net else n.container)  # Docker's, for host
     return {"cgroup": n.cgroup_path, "rootfs": n.merged, "etc": etc,
-            "netns": n.netns if pinned(n.netns) else None,
-            "hostname": spec.get("hostname") or n.container,
+            "netns": n.netns if pinned(n.netns) else None, "host_network": host_net,
+            "hostname": hostname,
             "workdir": spec.get("workdir") or config.get("WorkingDir") or "/", "tty": tty,
-            "argv": command_argv(spec, config), "user": user,
+            "argv": ([INIT_PATH, "--"] if init else []) + command_argv(spec, config), "user": user,
+            "init": init, "shm_size": spec.get("shm_size") or DEFAULT_SHM,
             "dev_volumes": [v for v in spec.get("volumes") or [] if v["target"].startswith("/dev/")],
-            "env": container_env(spec, tty, config, user["home"] if asked else "/root"),
-            **confinement(ctx)}
+            "read_only": bool(spec.get("read_only")),
+            "env": container_env({**spec, "hostname": hostname}, tty, config, user["home"] if asked else "/root"),
+            **confinement(ctx), "rlimits": rlimits(spec)}
+
+
+def rlimits(spec: dict) -> dict[str, list[int]]:
+    """The profile's defaults, then --ulimit (its names as setrlimit(2) spells them)."""
+    asked = {f"RLIMIT_{u['name'].upper()}": [u["soft"], u["hard"]] for u in spec.get("ulimits") or []}
+    return {**defaults()["rlimits"], **asked}
+
+
+def write_host_etc(ctx) -> None:
+    """--network host: copies of the host's hosts and resolv.conf (a container must not write the
+    host's own), kept in the container's directory like the bridge's rendered ones."""
+    from steps.network import host_etc_files, write_in_place
+
+    os.makedirs(ctx.names.etc_dir, exist_ok=True)
+    for name, text in host_etc_files(ctx.instance, ctx.spec).items():
+        write_in_place(os.path.join(ctx.names.etc_dir, name), text)
 
 
 def confinement(ctx) -> dict:
@@ -54,15 +79,6 @@ def confinement(ctx) -> dict:
             "no_new_privileges": p.no_new_privileges, "masked_paths": p.masked_paths,
             "readonly_paths": p.readonly_paths, "rlimits": defaults()["rlimits"],
             "cgroup_mounts": cgroup_mounts()}
-
-
-def own_permitted() -> int:
-    """This process's permitted set: a container cannot get what its runtime lacks (a host that
-    confines us, e.g. without CAP_SYS_RESOURCE, confines --privileged containers too)."""
-    from steps.facts import parse_status_mask
-
-    with open("/proc/self/status") as f:
-        return parse_status_mask(f.read(), "CapPrm")
 
 
 def cgroup_mounts() -> list[dict]:

@@ -17,7 +17,7 @@ import stat
 from steps import linux
 from steps.facts import mounts
 from steps.runtime.devices import standard_nodes
-from steps.volumes import bind_volume, resolve_in_root
+from steps.volumes import bind_volume, kind, mount_tmpfs, resolve_in_root
 
 HARDENED = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
 SKIP_HOST_DEV = {"pts", "shm", "mqueue", "hugepages", "ptmx", "fd", "stdin", "stdout", "stderr", "core"}
@@ -31,15 +31,28 @@ def prepare(plan: dict) -> None:
     for top in ("/proc", "/sys", "/dev"):
         replace_symlink(os.path.join(root, top.lstrip("/")), as_dir=True)
     linux.mount("proc", os.path.join(root, "proc"), "proc", HARDENED)
-    mount_dev(root, privileged)
+    mount_dev(root, privileged, plan.get("shm_size") or 65536 * 1024)
     rebind_dev_volumes(root, plan["dev_volumes"])
     bind_etc(root, plan["etc"])
+    if plan.get("init"):
+        bind_init(root, plan["init"])
     sysfs_flags = HARDENED | (0 if privileged else linux.MS_RDONLY)
     linux.mount("sysfs", os.path.join(root, "sys"), "sysfs", sysfs_flags)
     mount_cgroups(os.path.join(root, "sys/fs/cgroup"), plan["cgroup_mounts"], writable=privileged)
     mask(root, plan["masked_paths"])
     make_readonly(root, plan["readonly_paths"])
+    if plan.get("read_only"):
+        readonly_root(root, plan["workdir"])
     pivot(root)
+
+
+def readonly_root(root: str, workdir: str) -> None:
+    """--read-only: the root's own mount made read-only. A bind remount changes the flags of
+    that one mount (mount(2), MS_REMOUNT with MS_BIND), so what is mounted on top of it -
+    volumes, tmpfs, /dev, /proc, the /etc files - keeps its own."""
+    resolve_in_root(root, workdir, create=True)  # a missing WorkingDir is made now or never
+    kept = os.statvfs(root).f_flag & (linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    linux.mount(None, root, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | kept)
 
 
 def replace_symlink(path: str, as_dir: bool) -> None:
@@ -76,7 +89,16 @@ def bind_etc(root: str, files: dict[str, str]) -> None:
         linux.mount(source, target, None, linux.MS_BIND)
 
 
-def mount_dev(root: str, privileged: bool) -> None:
+def bind_init(root: str, binary: str) -> None:
+    """--init: the host's static tini, bound read-only where Docker binds its docker-init
+    (the mount point is made in the container's own layer, as Docker's init layer does)."""
+    parent = resolve_in_root(root, "/sbin", create=True)
+    target = os.path.join(parent, "docker-init")
+    replace_symlink(target, as_dir=False)
+    bind_volume({"source": binary, "ro": True}, target, target)
+
+
+def mount_dev(root: str, privileged: bool, shm_size: int) -> None:
     dev = os.path.join(root, "dev")
     linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
     for node in standard_nodes():  # the allowlist's named nodes (steps/profiles/default.json)
@@ -90,7 +112,7 @@ def mount_dev(root: str, privileged: bool) -> None:
     linux.mount("devpts", os.path.join(dev, "pts"), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
                 "newinstance,ptmxmode=0666,mode=0620,gid=5")
     os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
-    for name, fstype, data in (("shm", "tmpfs", "mode=1777,size=65536k"), ("mqueue", "mqueue", None)):
+    for name, fstype, data in (("shm", "tmpfs", f"mode=1777,size={shm_size}"), ("mqueue", "mqueue", None)):
         os.mkdir(os.path.join(dev, name), 0o1777 if name == "shm" else 0o755)
         linux.mount(name, os.path.join(dev, name), fstype, HARDENED, data)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
@@ -103,6 +125,10 @@ def rebind_dev_volumes(root: str, volumes: list[dict]) -> None:
     top of it, as Docker honours them: our tmpfs holds no path the image controls."""
     for vol in volumes:
         target = os.path.join(root, vol["target"].lstrip("/"))
+        if kind(vol) == "tmpfs":
+            os.makedirs(target, 0o755, exist_ok=True)
+            mount_tmpfs(vol, target)
+            continue
         if os.path.isdir(vol["source"]):
             os.makedirs(target, 0o755, exist_ok=True)
         else:

@@ -13,12 +13,19 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 
 
 class Stdio:
-    def __init__(self, tty: bool, interactive: bool):
+    def __init__(self, tty: bool, interactive: bool, detached: bool = False, log=None,
+                 attach_socket: str | None = None):
         self.tty = tty
         self.interactive = interactive
+        self.detached = detached             # output is recorded only, never relayed to our fds
+        self.socket_path = attach_socket     # detached and interactive: stdin comes from `attach`
+        self.listeners: set[int] = set()
+        self.log = log                       # the container's log (logfile.LogWriter): every run
+        self.streams: dict[int, str] = {}    # relay source -> "stdout"|"stderr", for the log
         self.child: list[int] = []           # what the setup process dup2s onto 0, 1, 2
         self.pairs: list[tuple[int, int]] = []
         self.to_container: set[int] = set()  # relay sources whose EOF closes the container's stdin
@@ -32,7 +39,7 @@ class Stdio:
         if self.tty:
             self.child = [null, null, null]
             return
-        self.child = [self.stdin(null), self.output(1), self.output(2)]
+        self.child = [self.stdin(null), self.output(1, "stdout"), self.output(2, "stderr")]
 
     def keep(self, fd: int) -> int:
         self.ours.append(fd)
@@ -42,13 +49,24 @@ class Stdio:
         if not self.interactive:
             return null
         r, w = os.pipe2(os.O_CLOEXEC)
-        self.pairs.append((0, w))
-        self.to_container.add(0)
+        source = self.stdin_source()
+        self.pairs.append((source, w))
+        self.to_container.add(source)
         return self.keep(r)
 
-    def output(self, caller: int) -> int:
+    def stdin_source(self) -> int:
+        """Our stdin; detached, a unix socket where `attach` connects for as long as the container
+        runs (its stdin stays open between attaches, as with Docker's -di)."""
+        if not self.detached:
+            return 0
+        if not self.listeners:
+            self.listeners.add(listen(self.socket_path))
+        return next(iter(self.listeners))
+
+    def output(self, caller: int, stream: str) -> int:
         r, w = os.pipe2(os.O_CLOEXEC)
-        self.pairs.append((r, caller))
+        self.pairs.append((r, None if self.detached else caller))
+        self.streams[r] = stream
         return self.keep(w)
 
     def child_fds(self) -> dict:
@@ -57,7 +75,7 @@ class Stdio:
     def after_fork(self) -> None:
         """The child has its ends: the monitor keeps only the relay's."""
         self.console[1].close()
-        relayed = {fd for pair in self.pairs for fd in pair}
+        relayed = {fd for pair in self.pairs for fd in pair if fd is not None}
         for fd in self.ours:
             if fd not in relayed:
                 os.close(fd)
@@ -69,8 +87,10 @@ class Stdio:
 
             self.master = terminal.receive_fd(self.console[0].fileno())
             if self.master is not None:
-                self.pairs = [(self.master, 1)] + ([(0, self.master)] if self.interactive else [])
-                if os.isatty(0):  # before the command runs: `stty size` inside must see it
+                self.pairs = [(self.master, None if self.detached else 1)] + \
+                    ([(self.stdin_source(), self.master)] if self.interactive else [])
+                self.streams = {self.master: "stdout"}  # a terminal has one output, as Docker's -t
+                if os.isatty(0) and not self.detached:  # before the command runs: `stty size` inside must see it
                     terminal.copy_window_size(0, self.master)
         self.console[0].close()
 
@@ -85,16 +105,51 @@ class Stdio:
             if self.master is not None and os.isatty(0):
                 previous = terminal.forward_window_changes(0, self.master)
             try:
-                terminal.Relay(self.pairs, self.to_container).run(init_pid)
+                terminal.Relay(self.pairs, self.to_container, self.streams, self.log,
+                               self.listeners).run(init_pid)
             finally:
                 if previous is not None:
                     signal.signal(signal.SIGWINCH, previous)
                 self.close()
+                self.close_log()
 
     def close(self) -> None:
-        for fd in {fd for pair in self.pairs for fd in pair if fd > 2}:
+        for fd in {fd for pair in self.pairs for fd in pair if fd is not None and fd > 2}:
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.pairs = []
+        if self.listeners and self.socket_path:
+            self.listeners = set()
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+
+    def close_log(self) -> None:
+        """Close the log; say how many records a failing disk cost (the monitor's own output)."""
+        if self.log is None:
+            return
+        self.log.close()
+        if self.log.dropped:
+            print(f"diy-docker: cannot write {self.log.path}: {self.log.dropped} log records dropped",
+                  file=sys.stderr, flush=True)
+
+
+def listen(path: str) -> int:
+    """A listening unix socket at path that only its owner (root) may connect to: connecting
+    needs write permission on the socket file (unix(7)), so it is made 0600 from the start."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.unlink(path)  # a killed monitor's
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(4)
+    return sock.detach()

@@ -26,9 +26,9 @@ CHUNK = 65536
 
 # --- inside the container (the init, after pivot_root) ----------------------
 
-def open_container_pty() -> tuple[int, int]:
+def open_container_pty(ptmx: str = "/dev/ptmx") -> tuple[int, int]:
     """(master, slave) of a new pty of the container's own devpts instance."""
-    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
     return master, slave
@@ -97,10 +97,15 @@ class Relay:
     Writes are non-blocking with a pending buffer, so a container that stops reading its
     stdin never stalls its own output."""
 
-    def __init__(self, pairs: list[tuple[int, int]], to_container: set[int]):
-        self.pairs = dict(pairs)
-        self.pending = {dst: b"" for dst in self.pairs.values()}
+    def __init__(self, pairs: list[tuple[int, int | None]], to_container: set[int],
+                 tee: dict[int, str] | None = None, log=None, listeners: set[int] | None = None):
+        self.pairs = dict(pairs)  # a destination None: recorded only (a detached container)
+        self.pending = {dst: b"" for dst in self.pairs.values() if dst is not None}
         self.to_container = to_container  # sources whose EOF closes their destination
+        self.tee = tee or {}  # source -> "stdout"|"stderr": its chunks go to the log too
+        self.log = log
+        self.listeners = listeners or set()  # sockets whose connections feed their destination
+        self.clients: set[int] = set()       # those connections (`attach` with stdin)
         for dst in self.pending:
             if dst > 2:  # never the caller's own fds: their file descriptions are shared with its shell
                 os.set_blocking(dst, False)
@@ -113,10 +118,12 @@ class Relay:
             self.drain()
         finally:
             os.close(pidfd)
+            for fd in self.clients:
+                os.close(fd)
 
     def step(self, pidfd: int) -> bool:
         """One select round; True when the init has exited."""
-        readers = [src for src, dst in self.pairs.items() if len(self.pending[dst]) < CHUNK]
+        readers = [src for src, dst in self.pairs.items() if dst is None or len(self.pending[dst]) < CHUNK]
         writers = [dst for dst, data in self.pending.items() if data]
         try:
             r, w, _ = select.select(readers + [pidfd], writers, [])
@@ -130,6 +137,8 @@ class Relay:
         return pidfd in r
 
     def pump(self, src: int) -> None:
+        if src in self.listeners:
+            return self.accept(src)
         try:
             data = os.read(src, CHUNK)
         except OSError as e:
@@ -139,11 +148,32 @@ class Relay:
         dst = self.pairs[src]
         if not data:
             del self.pairs[src]
+            if src in self.clients:  # one attach ended; the container's stdin stays open
+                self.clients.discard(src)
+                os.close(src)
+                return
             if src in self.to_container and dst not in self.pairs.values():
                 self.close_when_flushed(dst)
             return
+        if src in self.tee and self.log is not None:
+            self.log.record(self.tee[src], data)
+        if dst is None:
+            return
         self.pending[dst] += data
         self.flush(dst)
+
+    def accept(self, listener: int) -> None:
+        """A new `attach`: what it sends goes where the listener's connections go."""
+        sock = socket.socket(fileno=listener)
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        finally:
+            sock.detach()  # the fd stays ours, closed with the relay's others
+        fd = conn.detach()
+        self.clients.add(fd)
+        self.pairs[fd] = self.pairs[listener]
 
     def close_when_flushed(self, dst: int) -> None:
         self.flush(dst)
@@ -166,7 +196,8 @@ class Relay:
 
     def drain(self) -> None:
         """What the container wrote before it ended, then whatever is still buffered."""
-        for src in [s for s in self.pairs if s not in self.to_container]:
+        quiet = self.to_container | self.listeners | self.clients
+        for src in [s for s in self.pairs if s not in quiet]:
             os.set_blocking(src, False)
             while src in self.pairs:
                 self.pump(src) if self.readable(src) else self.pairs.pop(src)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -23,8 +24,11 @@ class Output:
     rollback: bool = True
 
     def reporter(self, attached: bool) -> Reporter:
-        """Reports go to stderr while the container owns stdout."""
-        return Reporter(stream=sys.stderr if attached else sys.stdout, as_json=self.as_json)
+        """Reports go to stderr while the container owns stdout; Docker's face is quiet."""
+        from steps.cli import face as cli
+
+        return Reporter(stream=sys.stderr if attached else sys.stdout, as_json=self.as_json or cli.wants_json(),
+                        quiet=cli.quiet())
 
 
 def names_for(ref: str) -> Names:
@@ -76,7 +80,8 @@ def settled(names: Names, check_only: bool = False):
     while True:
         lock = container_lock(names).acquire()
         rt, init_alive, monitor_alive = facts(names)
-        if not (monitor_alive and not init_alive) or rt.get("monitor_pid") == os.getpid():
+        if not (monitor_alive and not init_alive) or rt.get("monitor_pid") == os.getpid() \
+                or restarting(names):  # a monitor in its back-off is not cleaning up: do not wait for it
             break
         lock.release()
         if time.monotonic() > deadline:
@@ -89,6 +94,21 @@ def settled(names: Names, check_only: bool = False):
         if not os.path.isdir(names.container_dir):
             lock.remove()
         lock.release()
+
+
+def restarting(names: Names) -> bool:
+    """Between two runs of a restart policy: the monitor waits out its back-off, no init runs."""
+    record = load_record(names) or {}
+    if not (record.get("last") or {}).get("restarting"):
+        return False
+    _, init_alive, monitor_alive = facts(names)
+    return monitor_alive and not init_alive
+
+
+def refuse_restarting(names: Names, what: str) -> None:
+    if restarting(names):
+        raise DiyError(f"cannot {what} container {names.container}: it is restarting (its restart policy); "
+                       f"stop it first (invoke stop {names.container})")
 
 
 def running_pid(names: Names, with_monitor: bool = True) -> int | None:
@@ -129,9 +149,73 @@ def run(opts: RunOptions, out: Output) -> int:
         finally:
             reporter.recap(names.container, "run")
     if opts.detach:
-        print(names.container)
+        print(ctx.spec.get("id") or names.container, flush=True)  # Docker prints the ID: `id=$(run -d ...)`
         return 0
     return wait(ctx, reporter, remove=opts.rm)
+
+
+def create(opts: RunOptions, out: Output) -> int:
+    """Record a container and make its image ready; `start` runs it (docker create)."""
+    names = Names(config.load(), opts.name if opts.name is not None else unused_name())
+    spec = specs.build(names.container, opts)
+    reporter = out.reporter(attached=False)
+    ctx = Context(names.instance, names, spec, attach=False)
+    if out.check:
+        Engine(ctx, reporter, check_only=True, pipeline="create").run("create")
+        return 0
+    if load_record(names) is not None:
+        raise DiyError(f"the container name {names.container} is already in use; remove it "
+                       f"({cli_name()} rm {names.container}) or choose another --name")
+    precheck(ctx)
+    with settled(names):
+        record_new(ctx)
+        try:
+            Engine(ctx, reporter, rollback=out.rollback, pipeline="create").run("create")
+        except DiyError:
+            if out.rollback:
+                forget(ctx, reporter)
+            raise
+        finally:
+            reporter.recap(names.container, "create")
+    print(ctx.spec["id"], flush=True)
+    return 0
+
+
+def cli_name() -> str:
+    from steps.cli import face as cli
+
+    return cli.program()
+
+
+def kill(ref: str, signal_name: str | None) -> int:
+    """Send a signal to the container's init (SIGKILL by default); the monitor records the exit."""
+    from steps.runtime.signals import parse_signal
+
+    signo = parse_signal(signal_name or "KILL")
+    names = names_for(ref)
+    existing(names)
+    pid = running_pid(names, with_monitor=False)
+    if pid is None:
+        raise DiyError(f"cannot kill container {names.container}: it is not running")
+    from steps.launch import thaw_container
+
+    if signo in (signal.SIGKILL, signal.SIGTERM):
+        user_stops(names)  # as docker kill: the restart policy does not bring it back
+    thaw_container(names.cgroup_path)
+    try:
+        os.kill(pid, signo)
+    except ProcessLookupError:
+        raise DiyError(f"cannot kill container {names.container}: it is not running") from None
+    return 0
+
+
+def restart(ref: str, timeout: int | None, out: Output) -> int:
+    """stop (if it runs), then start: docker restart."""
+    names = names_for(ref)
+    existing(names)
+    if running_pid(names, with_monitor=False) or restarting(names):
+        stop(names.container, timeout, out)
+    return start(names.container, False, out)
 
 
 def precheck(ctx: Context) -> None:
@@ -163,12 +247,22 @@ def check_same(old: dict, ctx: Context) -> None:
                        f"remove it (invoke rm {name}) or choose another --name")
 
 
+def record_new(ctx: Context) -> None:
+    """A new container's record, with what is settled at create: -P's host ports, --cidfile."""
+    from steps.ports import assign
+    from steps.runflags import write_cidfile
+
+    assign(ctx)
+    write_cidfile(ctx.spec.get("cidfile"), ctx.spec["id"])
+    save_record(ctx.names, ctx.spec)
+
+
 def adopt_or_create(ctx: Context) -> bool:
     """Resume a half-made container of the same spec, or record a new one. True if new."""
     old = load_record(ctx.names)
     name = ctx.names.container
     if old is None:
-        save_record(ctx.names, ctx.spec)
+        record_new(ctx)
         return True
     check_same(old, ctx)
     ctx.spec = old
@@ -191,7 +285,11 @@ def check_command(ctx: Context) -> None:
 
 
 def forget(ctx: Context, reporter: Reporter) -> None:
-    """Remove the record this failed run wrote, so the host is as it was."""
+    """Remove the record (and --cidfile) this failed run wrote, so the host is as it was."""
+    from steps.runflags import remove_cidfile
+
+    remove_cidfile(ctx.spec.get("cidfile"), ctx.spec.get("id", ""))
+    ctx.spec["remove_volumes"] = True  # the anonymous volumes it made go with it (named ones stay)
     engine = Engine(ctx, reporter, pipeline="rollback")
     try:
         engine.one(engine.step("teardown"), "apply")
@@ -211,6 +309,7 @@ def start(name: str, attach: bool, out: Output) -> int:
     existing(names)
     with settled(names, out.check):
         ctx = Context(names.instance, names, existing(names), attach=attach)
+        refuse_restarting(names, "start")
         if pid := running_pid(names):
             raise DiyError(f"container {name} is already running (pid {pid})")
         if ctx.spec.get("network", "bridge") == "bridge":
@@ -232,6 +331,8 @@ def stop(name: str, timeout: int | None, out: Output) -> int:
     names = names_for(name)
     reporter = out.reporter(attached=False)
     existing(names)
+    if not out.check:
+        user_stops(names)
     with settled(names, out.check):
         ctx = Context(names.instance, names, existing(names))
         if timeout is not None:
@@ -246,6 +347,14 @@ def stop(name: str, timeout: int | None, out: Output) -> int:
     if not out.check:
         wait_for_monitor(rt if monitor_alive else None)
     return 0
+
+
+def user_stops(names: Names) -> None:
+    """A user's stop, rm -f or teardown ends a restart policy's restarting for good (before any
+    signal; a monitor in its back-off notices at once and cleans up)."""
+    from steps.runtime.restart import mark_stopped
+
+    mark_stopped(names)
 
 
 def wait_for_monitor(rt: dict | None, timeout: float = 30) -> None:
@@ -272,14 +381,19 @@ def remove(name: str, out: Output, record: dict | None, pipeline: str) -> dict |
     return rt if monitor_alive else None
 
 
-def rm(name: str, force: bool, out: Output) -> int:
+def rm(name: str, force: bool, out: Output, volumes: bool = False) -> int:
+    """Remove a container; with volumes (rm -v) its anonymous volumes too."""
     names = names_for(name)
     existing(names)
+    if force and not out.check:
+        user_stops(names)
     with settled(names, out.check):
         record = existing(names)
+        if not force:
+            refuse_restarting(names, "remove")
         if (pid := running_pid(names, with_monitor=False)) and not force:
             raise DiyError(f"container {name} is running (pid {pid}); stop it first or use --force")
-        monitor = remove(name, out, record, "rm")
+        monitor = remove(name, out, {**record, "remove_volumes": True} if volumes else record, "rm")
     if not out.check:
         wait_for_monitor(monitor)
     return 0
@@ -288,6 +402,8 @@ def rm(name: str, force: bool, out: Output) -> int:
 def teardown(name: str, out: Output) -> int:
     """Roll everything back, whatever state the container is in; needs no record."""
     names = names_for(name)
+    if not out.check:
+        user_stops(names)
     with settled(names, out.check):
         monitor = remove(name, out, load_record(names), "teardown")
     if not out.check:

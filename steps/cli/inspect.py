@@ -1,0 +1,175 @@
+"""`inspect`: a container in Docker's shape (docker inspect's JSON array, or --format), with the
+diy-specific facts (state, runtime, security, paths) under "DiyDocker".
+
+Keys the record does not have (older records, flags not given) read as Docker's defaults.
+"""
+from __future__ import annotations
+
+import json
+
+from steps import DiyError, config
+from steps.names import Names
+from steps.state import find_container, load_record
+from steps.views import container_id, image_config, state_of
+
+SHM_DEFAULT = 64 * 1024 * 1024  # Docker's /dev/shm
+
+
+def status(names: Names, record: dict) -> dict:
+    """Docker's State: created | running | restarting | exited, with its facts."""
+    here = state_of(names, record)
+    last = record.get("last") or {}
+    running = str(here["state"]).startswith("running")
+    name = "running" if running else "created" if here["state"] == "created" else "exited"
+    if not running and last.get("restarting"):
+        name = "restarting"
+    code = last.get("exit_code")
+    return {"Status": name, "Running": running, "Paused": False, "Restarting": name == "restarting",
+            "OOMKilled": bool(last.get("oom_killed")), "Dead": False,
+            "Pid": here.get("pid") or 0, "ExitCode": 0 if code is None or running else code,
+            "Error": "", "StartedAt": last.get("started_at") or "0001-01-01T00:00:00Z",
+            "FinishedAt": (last.get("finished_at") if not running else None) or "0001-01-01T00:00:00Z"}
+
+
+def merged_env(record: dict, image: dict) -> list[str]:
+    """The image's Env under --env, PATH added when neither sets it (as Docker's daemon)."""
+    from steps.runtime.command import DEFAULT_PATH
+
+    env: dict[str, str] = {}
+    for item in list(image.get("Env") or []) + list(record.get("env") or []):
+        key, _, value = item.partition("=")
+        env[key] = value
+    env.setdefault("PATH", DEFAULT_PATH)
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def port_key(p: dict) -> str:
+    return f"{p['container_port']}/{p.get('proto', 'tcp')}"
+
+
+def configuration(record: dict, image: dict) -> tuple[dict, list[str]]:
+    from steps.runtime.command import command_argv
+
+    entry = record["entrypoint"] if record.get("entrypoint") is not None else image.get("Entrypoint")
+    cmd = record.get("command") or ([] if record.get("entrypoint") is not None else image.get("Cmd"))
+    exposed = {k: {} for k in image.get("ExposedPorts") or {}}
+    exposed.update({port_key(p): {} for p in record.get("publish") or []})
+    argv = command_argv(record, image)
+    return {"Hostname": record.get("hostname") or record.get("name", ""), "Domainname": "",
+            "User": record.get("user") or image.get("User") or "",
+            "AttachStdin": False, "AttachStdout": not record.get("detach"), "AttachStderr": not record.get("detach"),
+            "ExposedPorts": exposed or None, "Tty": bool(record.get("tty")),
+            "OpenStdin": bool(record.get("interactive")), "StdinOnce": False,
+            "Env": merged_env(record, image), "Cmd": cmd or None, "Image": record.get("image", ""),
+            "Volumes": None, "WorkingDir": record.get("workdir") or image.get("WorkingDir") or "",
+            "Entrypoint": entry or None, "OnBuild": None,
+            "Labels": {**(image.get("Labels") or {}), **(record.get("labels") or {})},
+            "StopSignal": record.get("stop_signal") or image.get("StopSignal") or "SIGTERM"}, argv
+
+
+def host_config(record: dict) -> dict:
+    vols = record.get("volumes") or []
+    binds = [f"{v.get('name') or v['source']}:{v['target']}{':ro' if v.get('ro') else ''}"
+             for v in vols if v.get("type", "bind") in ("bind", "volume") and not v.get("anonymous")]
+    restart = record.get("restart") or {}
+    log_opts = record.get("log_opts") or {}
+    return {"Binds": binds or None, "NetworkMode": record.get("network") or "bridge",
+            "PortBindings": {port_key(p): [{"HostIp": "" if p["host_ip"] == "0.0.0.0" else p["host_ip"],
+                                            "HostPort": str(p["host_port"])}]
+                             for p in record.get("publish") or []},
+            "RestartPolicy": {"Name": restart.get("name") or "no",
+                              "MaximumRetryCount": int(restart.get("max_retries") or 0)},
+            "AutoRemove": bool(record.get("rm")), "CapAdd": record.get("cap_add") or None,
+            "CapDrop": record.get("cap_drop") or None, "Dns": record.get("dns") or [],
+            "ExtraHosts": [f"{h}:{ip}" for h, ip in record.get("add_hosts") or []] or None,
+            "Privileged": bool(record.get("privileged")), "PublishAllPorts": bool(record.get("publish_all")),
+            "ReadonlyRootfs": bool(record.get("read_only")), "SecurityOpt": record.get("security_opt"),
+            "Tmpfs": {v["target"]: v.get("options") or "" for v in vols if v.get("type") == "tmpfs"} or None,
+            "ShmSize": record.get("shm_size") or SHM_DEFAULT, "Init": record.get("init"),
+            "Memory": record.get("memory") or 0, "MemorySwap": record.get("memory") or 0,
+            "NanoCpus": int(round((record.get("cpus") or 0) * 1e9)), "PidsLimit": record.get("pids_limit"),
+            "Ulimits": [{"Name": u["name"], "Soft": u["soft"], "Hard": u["hard"]}
+                        for u in record.get("ulimits") or []] or None,
+            "LogConfig": {"Type": "json-file", "Config": {k: str(v) for k, v in log_opts.items()}}}
+
+
+def network_settings(names: Names, record: dict, running: bool) -> dict:
+    ip = (record.get("last") or {}).get("ip") if running and record.get("network", "bridge") == "bridge" else None
+    ports: dict = {}
+    if running:
+        ports = {port_key(p): [{"HostIp": p["host_ip"], "HostPort": str(p["host_port"])}]
+                 for p in record.get("publish") or []}
+    gateway = mac = ""
+    if ip:
+        import ipaddress
+
+        gateway = str(next(names.instance.network.hosts()))
+        mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)  # as steps.network
+    return {"IPAddress": ip or "", "IPPrefixLen": names.instance.network.prefixlen if ip else 0,
+            "Gateway": gateway, "MacAddress": mac, "Ports": ports,
+            "SandboxKey": names.netns if running else ""}
+
+
+def mounts(record: dict) -> list[dict]:
+    out = []
+    for v in record.get("volumes") or []:
+        kind = v.get("type", "bind")
+        entry = {"Type": kind, "Source": v.get("source", ""), "Destination": v["target"],
+                 "Mode": "ro" if v.get("ro") else "", "RW": not v.get("ro"), "Propagation": ""}
+        if kind == "volume":
+            entry = {"Type": kind, "Name": v.get("name", ""), **{k: x for k, x in entry.items() if k != "Type"},
+                     "Driver": "local"}
+        elif kind == "bind":
+            entry["Propagation"] = "rprivate"
+        out.append(entry)
+    return out
+
+
+def diy_facts(names: Names, record: dict) -> dict:
+    from steps.runtime.profile import resolve
+    from steps.state import load_runtime
+
+    return {"state": state_of(names, record), "runtime": load_runtime(names),
+            "security": resolve(record).describe(), "last": record.get("last") or {},
+            "paths": {"dir": names.container_dir, "merged": names.merged, "cgroup": names.cgroup_path,
+                      "log": names.log}, "record": record}
+
+
+def docker_shape(names: Names, record: dict) -> dict:
+    """One container as `docker inspect` prints it."""
+    image = image_config(record)
+    state = status(names, record)
+    cfg, argv = configuration(record, image)
+    return {"Id": container_id(record), "Created": record.get("created") or "", "Path": argv[0],
+            "Args": argv[1:], "State": state, "Image": record.get("image_id") or "",
+            "ResolvConfPath": f"{names.etc_dir}/resolv.conf", "HostnamePath": f"{names.etc_dir}/hostname",
+            "HostsPath": f"{names.etc_dir}/hosts", "LogPath": names.log, "Name": "/" + names.container,
+            "RestartCount": int((record.get("last") or {}).get("restart_count") or 0),
+            "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
+            "AppArmorProfile": "", "HostConfig": host_config(record),
+            "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": names.merged, "UpperDir": names.upper,
+                                                         "WorkDir": names.work}},
+            "Mounts": mounts(record), "Config": cfg,
+            "NetworkSettings": network_settings(names, record, state["Running"]),
+            "DiyDocker": diy_facts(names, record)}
+
+
+def inspect(refs: list[str] | str, fmt: str | None = None) -> int:
+    """Print the containers as a JSON array, or each through the Go template fmt."""
+    from steps.cli.gotemplate import parse
+
+    template = parse(fmt) if fmt else None  # a bad template is refused before anything is read
+    instance = config.load()
+    shapes = []
+    for ref in [refs] if isinstance(refs, str) else refs:
+        names = find_container(instance, ref)
+        record = load_record(names)
+        if record is None:
+            raise DiyError(f"no such container: {ref}")
+        shapes.append(docker_shape(names, record))
+    if template is None:
+        print(json.dumps(shapes, indent=4))
+        return 0
+    for shape in shapes:
+        print(template.render(shape))
+    return 0
