@@ -28,7 +28,8 @@ def status(names: Names, record: dict) -> dict:
             "OOMKilled": bool(last.get("oom_killed")), "Dead": False,
             "Pid": here.get("pid") or 0, "ExitCode": 0 if code is None or running else code,
             "Error": "", "StartedAt": last.get("started_at") or "0001-01-01T00:00:00Z",
-            "FinishedAt": (last.get("finished_at") if not running else None) or "0001-01-01T00:00:00Z"}
+            "FinishedAt": (last.get("finished_at") if not running else None) or "0001-01-01T00:00:00Z",
+            "RestartCount": int(last.get("restart_count") or 0)}  # also top-level, where Docker has it
 
 
 def merged_env(record: dict, image: dict) -> list[str]:
