@@ -187,3 +187,15 @@ def own_permitted() -> int:
     confines us, e.g. without CAP_SYS_RESOURCE, confines --privileged containers too)."""
     with open("/proc/self/status") as f:
         return parse_status_mask(f.read(), "CapPrm")
+
+
+def tree_size(path: str) -> int:
+    """Bytes of the files under path (as `du --apparent-size`), links not followed."""
+    total = 0
+    for dirpath, _dirs, filenames in os.walk(path):
+        for f in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                continue
+    return total

@@ -129,6 +129,11 @@ def network_dir(instance: Instance) -> str:
     return os.path.join(instance.run_root, "network")
 
 
+def layer_sizes(instance: Instance) -> str:
+    """The size of each unpacked layer, by diff id (layers never change once unpacked)."""
+    return os.path.join(instance.state_root, "cache", "layer-sizes.json")
+
+
 def seccomp_cache(instance: Instance) -> str:
     """Compiled seccomp programs, one per profile and capability set."""
     return os.path.join(instance.state_root, "cache", "seccomp")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from steps import config
@@ -113,7 +112,9 @@ def image_rows(now: float) -> list[dict]:
     from steps.cli.columns import created_at, human_size, since
     from steps.image.store import Store
 
-    store = Store(config.load())
+    instance = config.load()
+    store = Store(instance)
+    sizes = LayerSizes(instance, store)
     users: dict[str, list[str]] = {}
     for names, record in containers():
         users.setdefault(record.get("image_id") or "", []).append(names.container)
@@ -122,7 +123,7 @@ def image_rows(now: float) -> list[dict]:
     for ref, image_id in sorted(store.index().items()):
         name, _, tag = ref.partition("@") if "@" in ref else ref.rpartition(":")
         image = store.image(image_id) or {}
-        size = sum(du(store.layer_dir(d)) for d in image.get("layers", []))
+        size = sum(sizes.of(d) for d in image.get("layers", []))
         used = sorted(set(users.get(image_id, []) + users.get(ref, [])))
         rows.append({"Repository": name, "Tag": "<none>" if "@" in ref else tag, "ID": image_id[7:19],
                      "CreatedSince": since(image.get("created"), now), "CreatedAt": created_at(image.get("created")),
@@ -130,6 +131,7 @@ def image_rows(now: float) -> list[dict]:
                      "Containers": str(len(used)),
                      "_json": {"name": name, "tag": tag, "id": image_id, "size": size,
                                "created": image.get("created"), "containers": used}})
+    sizes.save()
     return rows
 
 
@@ -144,12 +146,34 @@ def images(as_json: bool = False, quiet: bool = False, fmt: str | None = None) -
     return 0
 
 
-def du(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
+class LayerSizes:
+    """Layer sizes measured once and kept (STATE_ROOT/cache/layer-sizes.json): walking every file
+    of every layer on each `images` is what made it slow on real images."""
+
+    def __init__(self, instance, store):
+        from steps.names import layer_sizes
+        from steps.state import read_json
+
+        self.path, self.store = layer_sizes(instance), store
+        try:
+            self.known: dict[str, int] = read_json(self.path) or {}
+        except Exception:  # noqa: BLE001 - a damaged cache is measured again
+            self.known = {}
+        self.changed = False
+
+    def of(self, diff_id: str) -> int:
+        if diff_id not in self.known:
+            from steps.facts import tree_size
+
+            self.known[diff_id] = tree_size(self.store.layer_dir(diff_id))
+            self.changed = True
+        return self.known[diff_id]
+
+    def save(self) -> None:
+        from steps.state import write_json
+
+        if self.changed:
             try:
-                total += os.lstat(os.path.join(root, f)).st_size
+                write_json(self.path, self.known)
             except OSError:
-                pass
-    return total
+                pass  # a full or read-only disk: measured again next time

@@ -96,15 +96,9 @@ def users(instance, name: str, but: str | None = None) -> list[str]:
 
 
 def size_of(path: str) -> int:
-    """Bytes of the files under path (as `du --apparent-size`), links not followed."""
-    total = 0
-    for dirpath, _dirs, filenames in os.walk(path):
-        for f in filenames:
-            try:
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-            except OSError:
-                continue
-    return total
+    from steps.facts import tree_size
+
+    return tree_size(path)
 
 
 def remove(instance, name: str) -> int:
