@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 from steps import BadInput
 
@@ -18,8 +18,7 @@ _TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _CGROUP_PARENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,3}$")
 
 
-@dataclass(frozen=True)
-class Instance:
+class Instance(NamedTuple):
     state_root: str = "/var/lib/docker_diy"
     run_root: str = "/run/docker_diy"
     cgroup_parent: str = "docker_diy"
@@ -115,7 +114,7 @@ def load(environ: dict | None = None) -> Instance:
     """The instance configuration: defaults < YAML file < environment."""
     env = os.environ if environ is None else environ
     path = env.get("DIY_DOCKER_CONFIG", DEFAULT_CONFIG_FILE)
-    known = {f.name: f.type for f in fields(Instance)}
+    known = {k: type(v) for k, v in Instance._field_defaults.items()}  # every key has a default
     values = {}
     for key, value in _read_file(path).items():
         if key not in known:

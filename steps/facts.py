@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     mount_id: int
     parent_id: int
     root: str
@@ -125,8 +124,7 @@ def boot_id() -> str:
 
 # --- cgroups -----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(NamedTuple):
     """One mounted cgroup hierarchy: v2 (unified) or v1 with its controllers."""
 
     version: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from steps import EXIT_DIY_FAILED
 from steps.cli import face as cli
@@ -20,15 +20,14 @@ RUN_SHORT = {"d": "detach", "e": "env", "i": "interactive", "t": "tty", "p": "pu
              "u": "user", "v": "volume", "w": "workdir", "h": "hostname", "m": "memory", "l": "label"}
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """How Docker lays out one command: positional parameters ("NAME..." takes several, "X?" is
     optional, "command..." is the rest word for word), short flags, long-flag aliases."""
 
     task: str
     positional: tuple[str, ...] = ()
-    short: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
+    short: dict[str, str] = {}  # noqa: RUF012 - read only
+    aliases: dict[str, str] = {}  # noqa: RUF012 - read only
     echo: bool = False  # print each container as it is done, as docker stop/rm/kill do
     usage: str = ""
     named_positionals: bool = False  # also --name N for a positional (invoke's tasks by dotted name)

@@ -1,10 +1,7 @@
 """The built-in `busybox` image: Debian's busybox-static, its applet links, a minimal /etc."""
 from __future__ import annotations
 
-import io
 import os
-import subprocess
-import tarfile
 
 from steps import DiyError
 
@@ -35,6 +32,8 @@ def is_static_elf(path: str) -> bool:
 
 
 def applets(busybox: str) -> list[str]:
+    import subprocess
+
     out = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True)
     return sorted({line.strip() for line in out.stdout.splitlines() if line.strip()})
 
@@ -45,15 +44,22 @@ def paths(busybox: str) -> set[str]:
     return found | {"/" + a.strip("/") for a in applets(busybox)}
 
 
-def _add(tf: tarfile.TarFile, name: str, kind: bytes, mode: int, data: bytes = b"", link: str = ""):
+def _add(tf, name: str, kind: bytes, mode: int, data: bytes = b"", link: str = ""):
+    import io
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.mtime, info.linkname = kind, mode, 0, link
     info.size = len(data)
     tf.addfile(info, io.BytesIO(data) if data else None)
 
 
-def build_tar(busybox: str) -> io.BytesIO:
-    """A deterministic rootfs tarball (same busybox -> same diff id)."""
+def build_tar(busybox: str):
+    """A deterministic rootfs tarball (same busybox -> same diff id), an io.BytesIO.
+    tarfile is imported here: `ps` and `images` never build it."""
+    import io
+    import tarfile
+
     if not os.path.isfile(busybox):
         raise DiyError(f"cannot build the busybox image: {busybox} is missing; "
                        "install it with: apt-get install busybox-static")

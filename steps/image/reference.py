@@ -13,7 +13,7 @@ shows them: both forms name the same image.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from steps import BadInput
 
@@ -28,8 +28,7 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 EXAMPLE = "expected [REGISTRY/]NAME[:TAG][@sha256:DIGEST], e.g. busybox, deb:12, localhost:5000/team/app:1.2"
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(NamedTuple):
     registry: str
     repository: str
     tag: str | None

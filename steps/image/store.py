@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
-import shutil
-import uuid
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -44,6 +41,8 @@ def check_digest(digest: str) -> str:
 
 
 def sha256_digest(data: bytes) -> str:
+    import hashlib
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -113,7 +112,7 @@ class Store:
         """A work directory of this process (cleaned by others once it is gone)."""
         from steps.facts import process_start
 
-        name = f"{os.getpid()}-{process_start(os.getpid())}-{uuid.uuid4().hex[:8]}"
+        name = f"{os.getpid()}-{process_start(os.getpid())}-{os.urandom(4).hex()}"
         path = os.path.join(self.root, "tmp", name)
         private_dir(self.root)
         os.makedirs(path, mode=0o700)
@@ -343,6 +342,8 @@ def synthesized_config(diff_id: str, runtime: dict) -> bytes:
 def remove_tree(path: str) -> None:
     """rm -r that never follows a symlink out and does not mind a missing path."""
     try:
+        import shutil
+
         shutil.rmtree(path)
     except FileNotFoundError:
         pass
