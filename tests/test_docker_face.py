@@ -5,6 +5,7 @@ the two faces agree on every task and flag; the rest runs `diy-docker` as a user
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -169,6 +170,10 @@ def test_create_then_start_kill_restart(inst):
     inst.docker("restart", "-t", "1", "cr", check=True)
     assert open(os.path.join(inst.run_root, "containers", "cr", "state.json")).read() != pid
     assert inst.docker("kill", "-s", "BOGUS", "cr").returncode != 0
+    shown = inst.docker("stats", "--no-stream", "cr", "cr", check=True).stdout.splitlines()
+    assert shown[0].startswith("CONTAINER ID") and len(shown) == 3 and "cr" in shown[1]
+    inspected = json.loads(inst.docker("inspect", "cr", cid[:7], check=True).stdout)
+    assert [c["Id"] for c in inspected] == [cid, cid]  # one JSON array for several, as docker inspect
     assert inst.docker("kill", "cr", check=True).stdout == "cr\n"
     inst.docker("rm", "-f", "cr", check=True)
 

@@ -152,7 +152,9 @@ def test_rmi_refused_while_used_then_forced(inst, tmp_path):
     layout = str(tmp_path / "oci")
     reg.oci_layout(layout, {"v1": app_image()})
     inst.cli("image.load", layout, "--ref", "app:1", check=True)
-    inst.cli("run", "--name", "user1", "--network", "none", "--image", "app:1", check=True, timeout=120)
+    run = inst.cli("run", "--name", "user1", "--network", "none", "--image", "app:1", check=True, timeout=120)
+    assert "stopped -> /bin/echo entry from cmd" in run.stderr  # the report names what really runs
+    assert "/bin/echo entry from cmd" in inst.docker("ps", "-a", "--no-trunc", check=True).stdout
     p = inst.cli("rmi", "app:1")
     assert p.returncode != 0 and "used by container user1" in p.stderr
     assert "user1" in inst.cli("images", "--json", check=True).stdout

@@ -302,7 +302,7 @@ class Command:
         return 1 if failed else 0
 
     def many_param(self) -> str:
-        return next(p for p in self.layout.positional if p.endswith("...")).rstrip(".?")
+        return next(p for p in self.layout.positional if p.rstrip("?").endswith("...")).rstrip(".?")
 
     def bind(self, words: list[str]) -> tuple[dict, list[str]]:
         """Positional words onto parameters; the "...": the rest."""
