@@ -15,7 +15,7 @@ OUTPUT_HELP = {
 
 
 def _out(check=False, json=False, no_rollback=False):
-    from steps.cli.lifecycle import Output
+    from steps.cli.containers import Output
 
     return Output(as_json=json, check=check, rollback=not no_rollback)
 
@@ -135,7 +135,7 @@ def start(c, name, attach=False, check=False, json=False, no_rollback=False):
 @guarded
 def stop(c, name, time=None, check=False, json=False):
     """Stop a running container: SIGTERM, a grace period, SIGKILL; then undo its runtime steps."""
-    from steps.cli.lifecycle import parse_timeout
+    from steps.cli.containers import parse_timeout
     from steps.cli.lifecycle import stop as stop_container
 
     return stop_container(name, parse_timeout(time), _out(check, json))
@@ -156,7 +156,7 @@ def kill(c, name, signal=None):
 @guarded
 def restart(c, name, time=None, check=False, json=False):
     """Stop a container if it runs, then start it again."""
-    from steps.cli.lifecycle import parse_timeout
+    from steps.cli.containers import parse_timeout
     from steps.cli.lifecycle import restart as restart_container
 
     return restart_container(name, parse_timeout(time), _out(check, json))

@@ -8,7 +8,7 @@ import pytest
 
 from steps import config, stage_classes
 from steps import spec as specs
-from steps.cli.lifecycle import wait_for_monitor
+from steps.cli.containers import wait_for_monitor
 from steps.facts import mounts_at, mounts_below, process_alive
 from steps.names import Names
 from steps.pipeline import Context

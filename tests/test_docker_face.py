@@ -208,3 +208,14 @@ def test_completion_script_into_a_closed_pipe(inst):
     p = subprocess.run(f"{sys.executable} -c \"{code}\" --print-completion-script bash | head -1",
                        shell=True, env=inst.env, capture_output=True, text=True, cwd="/", timeout=60)
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
+
+
+def test_a_failed_step_is_shown_with_its_rollback(inst):
+    p = inst.docker("run", "--rm", "--name", "bad", "busybox", "true",
+                    env={"DIY_DOCKER_FAULT": "cgroup.apply.after:fail"})
+    assert p.returncode == 125 and p.stdout == ""
+    lines = p.stderr.splitlines()
+    assert any(line.startswith("failed:") and "cgroup" in line for line in lines), p.stderr
+    assert any("undo layers" in line for line in lines), p.stderr  # what was rolled back
+    assert lines[-1] == "diy-docker: injected fault at cgroup.apply.after"
+    assert inst.containers() == []

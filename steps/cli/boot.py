@@ -14,7 +14,8 @@ from steps import EXIT_DIY_FAILED, DiyError
 def boot(as_json: bool = False) -> int:
     """Start each container that restart.at_boot() picks and is not up; try them all.
     Non-zero when any failed."""
-    from steps.cli.lifecycle import Output, facts, start
+    from steps.cli.containers import Output, facts
+    from steps.cli.lifecycle import start
     from steps.cli.listing import containers
     from steps.runtime.restart import at_boot
 

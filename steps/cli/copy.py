@@ -252,7 +252,7 @@ def container(ref: str) -> Names:
 def rootfs(names: Names):
     """(merged, workdir) for the copy, under the container's lock: a running container's own
     mounts, else its layers and volumes mounted for the copy and undone after it."""
-    from steps.cli.lifecycle import running_pid, settled
+    from steps.cli.containers import running_pid, settled
     from steps.layers import LayersStep
     from steps.pipeline import Context
     from steps.state import load_record

@@ -3,127 +3,28 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 from steps import EXIT_NOT_FOUND, BadInput, DiyError, config
 from steps import spec as specs
-from steps.names import Names, generate_name
+from steps.cli.containers import (
+    Output,
+    existing,
+    facts,
+    names_for,
+    refuse_restarting,
+    restarting,
+    running_pid,
+    settled,
+    stop_orphan,
+    unused_name,
+    user_stops,
+    wait_for_monitor,
+)
+from steps.names import Names
 from steps.pipeline import Context, Engine
 from steps.report import Reporter
 from steps.spec import RunOptions
-from steps.state import container_lock, find_container, load_record, now_iso, save_record, update_record
-
-
-@dataclass
-class Output:
-    as_json: bool = False
-    check: bool = False
-    rollback: bool = True
-
-    def reporter(self, attached: bool) -> Reporter:
-        """Reports go to stderr while the container owns stdout; Docker's face is quiet."""
-        from steps.cli import face as cli
-
-        return Reporter(stream=sys.stderr if attached else sys.stdout, as_json=self.as_json or cli.wants_json(),
-                        quiet=cli.quiet())
-
-
-def names_for(ref: str) -> Names:
-    """An existing container's names, from its name, ID or unique ID prefix."""
-    return find_container(config.load(), ref)
-
-
-def parse_timeout(text) -> int | None:
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise BadInput(f"bad --time {text!r}: expected whole seconds, e.g. 10") from None
-    if value < 0:
-        raise BadInput(f"bad --time {text!r}: must be 0 or more seconds")
-    return value
-
-
-def unused_name() -> str:
-    instance = config.load()
-    while load_record(Names(instance, name := generate_name())) is not None:
-        pass
-    return name
-
-
-def existing(names: Names) -> dict:
-    record = load_record(names)
-    if record is None:
-        raise DiyError(f"no such container: {names.container} (see invoke ps)")
-    return record
-
-
-def facts(names: Names) -> tuple[dict | None, bool, bool]:
-    from steps.launch import runtime_facts
-
-    return runtime_facts(names)
-
-
-@contextmanager
-def settled(names: Names, check_only: bool = False):
-    """The container's lock, taken once no monitor is finishing (it needs the lock to clean
-    up after its init: wait for it outside). Check mode takes no lock and makes no file.
-    When the container is gone on release, its lock file goes too."""
-    if check_only:
-        yield None
-        return
-    deadline = time.monotonic() + names.instance.lock_timeout
-    while True:
-        lock = container_lock(names).acquire()
-        rt, init_alive, monitor_alive = facts(names)
-        if not (monitor_alive and not init_alive) or rt.get("monitor_pid") == os.getpid() \
-                or restarting(names):  # a monitor in its back-off is not cleaning up: do not wait for it
-            break
-        lock.release()
-        if time.monotonic() > deadline:
-            raise DiyError(f"container {names.container} is busy: its monitor (pid {rt['monitor_pid']}) "
-                           "is still cleaning up; try again")
-        wait_for_monitor(rt, timeout=1)
-    try:
-        yield lock
-    finally:
-        if not os.path.isdir(names.container_dir):
-            lock.remove()
-        lock.release()
-
-
-def restarting(names: Names) -> bool:
-    """Between two runs of a restart policy: the monitor waits out its back-off, no init runs."""
-    record = load_record(names) or {}
-    if not (record.get("last") or {}).get("restarting"):
-        return False
-    _, init_alive, monitor_alive = facts(names)
-    return monitor_alive and not init_alive
-
-
-def refuse_restarting(names: Names, what: str) -> None:
-    if restarting(names):
-        raise DiyError(f"cannot {what} container {names.container}: it is restarting (its restart policy); "
-                       f"stop it first (invoke stop {names.container})")
-
-
-def running_pid(names: Names, with_monitor: bool = True) -> int | None:
-    """The init's pid while it runs (under a live monitor unless with_monitor is False)."""
-    rt, init_alive, monitor_alive = facts(names)
-    return rt["init_pid"] if init_alive and (monitor_alive or not with_monitor) else None
-
-
-def stop_orphan(ctx: Context) -> None:
-    """An init whose monitor was killed is stopped before a resumed run or start touches
-    its mounts: nothing may run in the rootfs while the volumes are resolved."""
-    from steps.launch import LaunchStep
-
-    if running_pid(ctx.names, with_monitor=False):
-        LaunchStep(ctx).undo()
+from steps.state import load_record, now_iso, save_record, update_record
 
 
 def run(opts: RunOptions, out: Output) -> int:
@@ -347,25 +248,6 @@ def stop(name: str, timeout: int | None, out: Output) -> int:
     if not out.check:
         wait_for_monitor(rt if monitor_alive else None)
     return 0
-
-
-def user_stops(names: Names) -> None:
-    """A user's stop, rm -f or teardown ends a restart policy's restarting for good (before any
-    signal; a monitor in its back-off notices at once and cleans up)."""
-    from steps.runtime.restart import mark_stopped
-
-    mark_stopped(names)
-
-
-def wait_for_monitor(rt: dict | None, timeout: float = 30) -> None:
-    """Let a monitor finish its clean-up (it needs the lock we just released)."""
-    from steps.facts import process_alive
-
-    if rt is None or rt.get("monitor_pid") == os.getpid():
-        return
-    deadline = time.monotonic() + timeout
-    while process_alive(rt["monitor_pid"], rt["monitor_start"]) and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 def remove(name: str, out: Output, record: dict | None, pipeline: str) -> dict | None:

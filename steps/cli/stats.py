@@ -142,7 +142,7 @@ def targets(refs: list[str], all: bool) -> list[tuple[Names, dict]]:
 
 def sample_all(chosen: list[tuple[Names, dict]], interval: float) -> list[dict]:
     """Two samples interval apart of every running one (one wait for all)."""
-    from steps.cli.lifecycle import running_pid
+    from steps.cli.containers import running_pid
 
     live = {n.container: running_pid(n, with_monitor=False) is not None for n, _ in chosen}
     first = {n.container: cgroup_sample(n.cgroup_path) for n, _ in chosen if live[n.container]}
