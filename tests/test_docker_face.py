@@ -186,8 +186,8 @@ def test_unknown_flag_is_one_line_and_125(inst):
     assert inst.docker("run").returncode == 125  # IMAGE is required
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS) + ["volume create", "volume ls", "network inspect",
-                                                         "image.import", "step.veth"])
+@pytest.mark.parametrize("command", sorted(COMMANDS) + ["volume", "image", "volume create", "volume ls",
+                                                         "network inspect", "image.import", "step.veth"])
 def test_help_of_every_command(inst, command):
     p = inst.docker(*command.split(), "--help")
     assert p.returncode == 0, p.stderr

@@ -42,6 +42,9 @@ def dispatch(argv: list[str]) -> int:
     if argv[0] in ("--version", "version"):
         print(f"diy-docker version {cli.version()}")
         return 0
+    if argv[0] in GROUPS and argv[1:2] in (["-h"], ["--help"]):
+        print(group_help(argv[0]))
+        return 0
     layout, command, rest = find_layout(argv)
     if layout is None and "." in command:
         layout = dotted_layout(command)
@@ -72,9 +75,8 @@ def find_layout(argv: list[str]) -> tuple[Layout | None, str, list[str]]:
     head = argv[0]
     if head in GROUPS and len(argv) > 1 and argv[1] in GROUPS[head]:
         return GROUPS[head][argv[1]], f"{head} {argv[1]}", argv[2:]
-    if head in GROUPS and (len(argv) == 1 or argv[1] in ("-h", "--help")):
-        raise UsageError(f"{head} needs a command: {', '.join(GROUPS[head])} (see diy-docker {head} --help)"
-                         if len(argv) == 1 else group_help(head))
+    if head in GROUPS and len(argv) == 1:
+        raise UsageError(f"{head} needs a command: {', '.join(GROUPS[head])} (see diy-docker {head} --help)")
     if head in COMMANDS:
         return COMMANDS[head], head, argv[1:]
     return None, head, argv[1:] if "." in head else argv
@@ -112,7 +114,10 @@ def group_help(group: str) -> str:
 
 
 def first_line(doc: str) -> str:
-    return doc.splitlines()[0] if doc else ""
+    """The docstring's first line without the invoke syntax some carry ("...: run --name N -- CMD")."""
+    line = doc.splitlines()[0] if doc else ""
+    head, sep, tail = line.partition(": ")
+    return head + "." if sep and " -- " in tail else line
 
 
 class Command:
@@ -270,7 +275,7 @@ class Command:
 
     def help(self) -> str:
         usage = self.layout.usage or self.default_usage()
-        lines = [f"Usage:  diy-docker {self.command} {usage}".rstrip(), "", self.td.doc, "", "Options:"]
+        lines = [f"Usage:  diy-docker {self.command} {usage}".rstrip(), "", first_line(self.td.doc), "", "Options:"]
         shorts = {v: k for k, v in self.layout.short.items()}
         for param in self.params:
             if self.is_positional(param):
