@@ -115,6 +115,11 @@ def bind_volume(vol: dict, where: str, target: str) -> None:
     target with its own flags: nodev always, read-only for `:ro`, the source's nosuid/noexec kept.
     A read-only volume is bound without its submounts, as a recursive bind would leave them writable."""
     linux.mount(vol["source"], where, None, linux.MS_BIND | (0 if vol["ro"] else linux.MS_REC))
+    remount_volume(vol, target)
+
+
+def remount_volume(vol: dict, target: str) -> None:
+    """The flags of a volume just bound at target: nodev, ro for `:ro`, the source's nosuid/noexec."""
     kept = os.statvfs(vol["source"]).f_flag & (linux.MS_NOSUID | linux.MS_NOEXEC)
     ro = linux.MS_RDONLY if vol["ro"] else 0
     linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | ro | kept)
@@ -196,20 +201,22 @@ class VolumesStep(Step):
         target (unless volume-nocopy), as Docker does."""
         from steps.state import instance_lock
         from steps.storage import volume_store
-        from steps.storage.volume_fill import clear, fill, is_empty
+        from steps.storage.volume_fill import clear, fill, is_empty, remove_staging
 
         with instance_lock(self.ctx.instance):  # not between `volume rm`'s check and its removal
             volume_store.create(self.ctx.instance, vol["name"], anonymous=vol.get("anonymous", False))
-        marker = os.path.join(volume_store.volume_dir(self.ctx.instance, vol["name"]), "filling")
-        if os.path.exists(marker):  # a fill a kill interrupted: start it again from empty
+        staging = os.path.join(volume_store.volume_dir(self.ctx.instance, vol["name"]), "filling")
+        if os.path.lexists(staging):  # a fill a kill interrupted: start it again from empty
             clear(vol["source"])
+            if os.path.isdir(staging) and not os.path.islink(staging):
+                remove_staging(staging)
+            else:
+                os.unlink(staging)  # the marker file of an older version
         image_path = resolve_in_root(self.ctx.names.merged, vol["target"])
         if (vol.get("nocopy") or image_path is None or not os.path.isdir(image_path)
                 or os.path.islink(image_path) or mounts_at(image_path) or not is_empty(vol["source"])):
             return
-        open(marker, "w").close()
-        fill(image_path, vol["source"])
-        os.unlink(marker)
+        fill(image_path, vol["source"], staging)
 
     def target_of(self, vol: dict, claimed: dict[str, str]) -> str:
         """The host path of vol's target, made if missing; refuses the root and overlaps."""
@@ -227,6 +234,19 @@ class VolumesStep(Step):
             raise StepFailed(f"{what}: the source is a {kind_} and the target is not")
         return host
 
+    def remount_inside(self, vol: dict, host: str) -> None:
+        """Remount what was just bound through a new O_PATH fd of host, checked inside merged again:
+        a container sharing a volume on the way to host may have swapped a part of the path for a
+        symlink since, and a remount by path would then change the flags of a host mount."""
+        fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+            if not real.startswith(os.path.realpath(self.ctx.names.merged) + "/"):
+                raise StepFailed(f"cannot mount {describe(vol)}: {real} is outside the container")
+            remount_volume(vol, f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+
     def mount(self, vol: dict, host: str) -> None:
         """Mount through an O_PATH fd checked to be inside merged (no symlink swap between
         resolving and mounting); the flags are bind_volume's or the tmpfs entry's."""
@@ -241,7 +261,9 @@ class VolumesStep(Step):
             if kind(vol) == "tmpfs":
                 mount_tmpfs(vol, f"/proc/self/fd/{fd}")
             else:
-                bind_volume(vol, f"/proc/self/fd/{fd}", host)
+                linux.mount(vol["source"], f"/proc/self/fd/{fd}", None,
+                            linux.MS_BIND | (0 if vol["ro"] else linux.MS_REC))
+                self.remount_inside(vol, host)
         finally:
             os.close(fd)
 

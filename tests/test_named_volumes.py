@@ -207,3 +207,21 @@ def test_an_interrupted_fill_starts_again(inst):
     assert "passwd" in p.stdout.split() and "partial" not in p.stdout.split()
     assert not os.path.exists(os.path.join(volumes_dir(inst), "half", "filling"))
     inst.cli("volume.rm", "half", check=True)
+
+
+def test_fill_never_writes_through_a_symlink_in_the_volume(tmp_path):
+    """A container sharing the volume may have put a symlink to the host where the fill would make
+    a directory: the copy is made aside and moved in by renames, so nothing lands on the host."""
+    from steps.storage.volume_fill import fill
+
+    src, dst, host = tmp_path / "image", tmp_path / "_data", tmp_path / "host"
+    (src / "aaa").mkdir(parents=True)
+    (src / "aaa" / "f1").write_text("from the image")
+    (src / "bbb").write_text("b")
+    dst.mkdir()
+    host.mkdir()
+    (dst / "aaa").symlink_to(host)
+    fill(str(src), str(dst), str(tmp_path / "filling"))
+    assert list(host.iterdir()) == []
+    assert (dst / "aaa").is_symlink() and (dst / "bbb").read_text() == "b"
+    assert not (tmp_path / "filling").exists()

@@ -136,10 +136,14 @@ def copy_tree(src_fd: int, name: str, dst_fd: int, dst_name: str, outward: bool)
 
 
 def copy_file(src_fd: int, name: str, dst_fd: int, dst_name: str, mode: int, st: os.stat_result) -> None:
-    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+    # O_NONBLOCK: a running container may swap the file for a FIFO after our lstat; opening that
+    # would block forever, with the container's lock held. Regular files ignore the flag.
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=src_fd)
     try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            raise DiyError(f"cannot copy {name}: it is no longer a regular file (changed while copying)")
         _clear(dst_fd, dst_name, keep_file=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         dst = os.open(dst_name, flags, 0o600, dir_fd=dst_fd)
         try:
             if not stat.S_ISREG(os.fstat(dst).st_mode):
@@ -252,7 +256,7 @@ def container(ref: str) -> Names:
 def rootfs(names: Names):
     """(merged, workdir) for the copy, under the container's lock: a running container's own
     mounts, else its layers and volumes mounted for the copy and undone after it."""
-    from steps.cli.containers import running_pid, settled
+    from steps.cli.containers import restarting, running_pid, settled
     from steps.layers import LayersStep
     from steps.pipeline import Context
     from steps.state import load_record
@@ -263,13 +267,15 @@ def rootfs(names: Names):
         if record is None:
             raise DiyError(f"no such container: {names.container}")
         workdir = record.get("workdir") or "/"
-        if running_pid(names, with_monitor=False):
+        if running_pid(names, with_monitor=False) or restarting(names):  # its monitor owns the mounts
             yield names.merged, workdir
             return
         ctx = Context(names.instance, names, record, attach=False)
         applied = []
         try:
             for step in (LayersStep(ctx), VolumesStep(ctx)):
+                if step.check().applied:
+                    continue  # mounted already (a stop half done): not ours to undo
                 applied.append(step)
                 step.apply()
             yield names.merged, workdir

@@ -5,6 +5,12 @@ symlinks (as they are, never followed), device nodes and FIFOs.
 The source is a directory of the container's rootfs, already resolved inside it
 (steps.volumes.resolve_in_root). The walk uses lstat only and never descends through a
 symlink or into another mount, so nothing outside that directory is read.
+
+The copy is made in a staging directory beside _data that no container sees, and only then
+moved into the volume, entry by entry, by renames between directory fds. A volume may already
+be mounted, writable, in another running container: copying into it by path would let that
+container swap a directory we just made for a symlink to the host and have us write, chmod,
+mknod or link there (a path is followed at every component, O_NOFOLLOW guards the last one only).
 """
 from __future__ import annotations
 
@@ -30,12 +36,43 @@ def clear(path: str) -> None:
             os.unlink(entry.path)
 
 
-def fill(src: str, dst: str) -> None:
-    """Copy src's content into dst (an empty directory); dst takes src's owner and mode too."""
+def fill(src: str, dst: str, staging: str) -> None:
+    """Copy src's content into dst (an empty directory) through staging (made here, removed after);
+    dst takes src's owner and mode too."""
     skip = {m.mount_point for m in mounts_below(src)}  # other volumes bound in the image path
     links: dict[tuple[int, int], str] = {}
-    copy_tree(src, dst, skip, links)
-    copy_attrs(os.lstat(src), src, dst)
+    os.mkdir(staging, 0o700)
+    copy_tree(src, staging, skip, links)
+    publish(staging, dst)
+    copy_attrs(os.lstat(src), src, dst)  # dst itself is ours: a container cannot replace its mount root
+    remove_staging(staging)
+
+
+def publish(staging: str, dst: str) -> None:
+    """Each top entry renamed from staging into dst, both held open: only names inside the two
+    directories are looked up. What a container sharing the volume made meanwhile is kept."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    src_fd, dst_fd = os.open(staging, flags), os.open(dst, flags)
+    try:
+        for name in sorted(os.listdir(src_fd)):
+            try:
+                os.lstat(name, dir_fd=dst_fd)
+                continue  # written there meanwhile by a container that has the volume already
+            except FileNotFoundError:
+                os.rename(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+    finally:
+        os.close(src_fd)
+        os.close(dst_fd)
+
+
+def remove_staging(staging: str) -> None:
+    """The staging directory and what was not moved; gone already is fine."""
+    import shutil
+
+    try:
+        shutil.rmtree(staging)
+    except FileNotFoundError:
+        pass
 
 
 def copy_tree(src: str, dst: str, skip: set[str], links: dict) -> None:
