@@ -219,3 +219,35 @@ def test_a_failed_step_is_shown_with_its_rollback(inst):
     assert any("undo layers" in line for line in lines), p.stderr  # what was rolled back
     assert lines[-1] == "diy-docker: injected fault at cgroup.apply.after"
     assert inst.containers() == []
+
+
+def test_after_the_image_every_word_is_the_commands(inst):
+    p = inst.docker("run", "--rm", "--network", "none", "--entrypoint", "echo", "busybox", "-n", "-d", "hi", check=True)
+    assert p.stdout == "-d hi"  # -n went to echo, -d was not our --detach
+    p = inst.docker("run", "--rm", "--network", "none", "busybox", "-e", "X=1", "env")
+    assert p.returncode == 127 and "-e" in p.stderr  # as docker: `-e` is the command here
+
+
+def test_docker_exit_codes_and_idempotent_start(inst):
+    assert inst.docker("rm", "nosuch").returncode == 1  # an error of rm is 1; 125 is run's
+    assert inst.docker("volume", "rm", "nosuch").returncode == 1
+    assert inst.docker("--bogus", "ps").returncode == 125
+    p = inst.docker("network", "ls")
+    assert p.returncode == 125 and "network has: inspect, prune" in p.stderr
+    inst.docker("run", "-d", "--name", "up", "busybox", "sleep", "30", check=True)
+    assert inst.docker("start", "up", check=True).stdout == "up\n"  # running already: as docker, fine
+    shape = json.loads(inst.docker("inspect", "up", check=True).stdout)[0]
+    ip = inst.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "up",
+                     check=True).stdout.strip()
+    assert ip == shape["NetworkSettings"]["IPAddress"] and ip.count(".") == 3
+    inst.docker("rm", "-f", "up", check=True)
+
+
+def test_a_reader_that_leaves_early_gets_no_error(inst):
+    inst.docker("run", "--name", "many", "--network", "none", "busybox", "seq", "1", "50000", check=True)
+    code = "import sys; from steps.cli import main; sys.argv[0] = 'diy-docker'; main()"
+    for args in ("logs many", "ps -a", "--help"):
+        p = subprocess.run(f"{sys.executable} -c \"{code}\" {args} | head -1", shell=True, env=inst.env,
+                           capture_output=True, text=True, cwd="/", timeout=60)
+        assert p.stderr == "" and p.stdout.count("\n") == 1, (args, p.stderr)
+    inst.docker("rm", "many", check=True)

@@ -16,6 +16,8 @@ from steps.cli import face as cli
 from steps.cli.layouts import COMMANDS, GROUPS, Layout
 
 USAGE_EXIT = EXIT_DIY_FAILED  # Docker's CLI exits 125 on a flag it does not know
+INVOKE_OPTIONS = ("-l", "--list", "--complete", "--print-completion-script", "-V")  # invoke's own parser
+RUNNERS = ("run", "create", "exec")  # their failures are 125 (or the command's own code); the rest exit 1
 class UsageError(Exception):
     pass
 
@@ -26,10 +28,14 @@ def main(argv: list[str]) -> None:
     except UsageError as e:
         print(f"diy-docker: {e}", file=sys.stderr)
         code = USAGE_EXIT
-    except BrokenPipeError:  # `diy-docker ps | head`: the reader left; no traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # `diy-docker ps | head`: the reader left; no traceback, no message
         code = 141
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = 141
+    if code == 141:  # what is still buffered goes nowhere, not into a second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(code)
 
 
@@ -50,6 +56,8 @@ def dispatch(argv: list[str]) -> int:
         layout = dotted_layout(command)
     if layout is None and not command.startswith("-"):
         raise UsageError(f"'{command}' is not a diy-docker command (see 'diy-docker --help')")
+    if layout is None and command not in INVOKE_OPTIONS:
+        raise UsageError(f"unknown flag: {command} (see 'diy-docker --help')")
     if layout is None:
         cli.invoke_main(argv)  # --list, --complete, ...
         return 0
@@ -77,6 +85,8 @@ def find_layout(argv: list[str]) -> tuple[Layout | None, str, list[str]]:
         return GROUPS[head][argv[1]], f"{head} {argv[1]}", argv[2:]
     if head in GROUPS and len(argv) == 1:
         raise UsageError(f"{head} needs a command: {', '.join(GROUPS[head])} (see diy-docker {head} --help)")
+    if head in GROUPS:
+        raise UsageError(f"'{head} {argv[1]}' is not a diy-docker command; {head} has: {', '.join(GROUPS[head])}")
     if head in COMMANDS:
         return COMMANDS[head], head, argv[1:]
     return None, head, argv[1:] if "." in head else argv
@@ -139,7 +149,10 @@ class Command:
             print(self.help())
             return 0
         kwargs, words = self.parse(args)
-        return self.call(kwargs, words)
+        code = self.call(kwargs, words)
+        if code == EXIT_DIY_FAILED and self.layout.task not in RUNNERS:
+            return 1  # as docker rm/stop/kill/...: an error of the command is 1; 125 is run's
+        return code
 
     def flag_words(self, args: list[str]) -> list[str]:
         """The words before the command (or `--`), where --help counts."""
@@ -159,6 +172,9 @@ class Command:
         i = 0
         while i < len(args):
             a = args[i]
+            if stop_at_first and len(positional) >= self.fixed_count():
+                positional += args[i:]  # after IMAGE (exec: CONTAINER) every word is the command's
+                break
             if a == "--":
                 positional += args[i + 1:]
                 break
@@ -167,9 +183,6 @@ class Command:
             elif a.startswith("-") and len(a) > 1:
                 i = self.short_flags(args, i, kwargs)
             else:
-                if stop_at_first and len(positional) == self.fixed_count():
-                    positional += args[i:]
-                    break
                 positional.append(a)
                 i += 1
         return kwargs, positional

@@ -77,6 +77,8 @@ def guarded(fn):
             return _fail(str(e), e.code)
         except KeyboardInterrupt:
             return _fail("interrupted", 130)
+        except BrokenPipeError:
+            raise  # `logs | head`: the reader left; the face ends quietly (not "diy-docker: BrokenPipeError")
         except Exception as e:  # noqa: BLE001 - one line for the user; the trace on request
             if os.environ.get("DIY_DOCKER_DEBUG"):
                 raise

@@ -106,9 +106,13 @@ def network_settings(names: Names, record: dict, running: bool) -> dict:
 
         gateway = str(next(names.instance.network.hosts()))
         mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)  # as steps.network
-    return {"IPAddress": ip or "", "IPPrefixLen": names.instance.network.prefixlen if ip else 0,
-            "Gateway": gateway, "MacAddress": mac, "Ports": ports,
-            "SandboxKey": names.netns if running else ""}
+    prefix = names.instance.network.prefixlen if ip else 0
+    mode = record.get("network") or "bridge"
+    networks = {mode: {"IPAddress": ip or "", "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac,
+                       "NetworkID": names.instance.bridge if mode == "bridge" else mode}}
+    return {"IPAddress": ip or "", "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac, "Ports": ports,
+            "SandboxKey": names.netns if running else "",
+            "Networks": networks}  # `{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}`, as scripts ask
 
 
 def mounts(record: dict) -> list[dict]:

@@ -49,9 +49,10 @@ COMMANDS: dict[str, Layout] = {
     "images": Layout("images", (), {"q": "quiet"}),
     "pull": Layout("pull", ("image",)),
     "rmi": Layout("rmi", ("image",), {"f": "force"}),
-    "import": Layout("image.import", ("file", "name")),
+    "import": Layout("image.import", ("file", "name"), usage="FILE REPOSITORY[:TAG]"),
     "load": Layout("image.load", ("path?",), {"i": "path"}, aliases={"input": "path"}),
     "teardown": Layout("teardown", _NAMES, echo=True),
+    "boot": Layout("boot"),
 }
 GROUPS: dict[str, dict[str, Layout]] = {
     "container": {"ls": COMMANDS["ps"], **{k: COMMANDS[k] for k in (
@@ -59,8 +60,10 @@ GROUPS: dict[str, dict[str, Layout]] = {
         "attach", "top", "port", "rename", "cp", "stats")}},
     "image": {"ls": COMMANDS["images"], "pull": COMMANDS["pull"], "rm": COMMANDS["rmi"],
               "import": COMMANDS["import"], "load": COMMANDS["load"], "prune": Layout("image.prune")},
-    "volume": {"create": Layout("volume.create", ("name?",)), "ls": Layout("volume.ls", (), {"q": "quiet"}),
-               "inspect": Layout("volume.inspect", ("name",)), "rm": Layout("volume.rm", ("name",), {"f": "force"}),
+    "volume": {"create": Layout("volume.create", ("name?",), usage="[OPTIONS] [VOLUME]"),
+               "ls": Layout("volume.ls", (), {"q": "quiet"}),
+               "inspect": Layout("volume.inspect", ("name",), usage="VOLUME"),
+               "rm": Layout("volume.rm", ("name...",), {"f": "force"}, echo=True, usage="[OPTIONS] VOLUME [VOLUME...]"),
                "prune": Layout("volume.prune", (), {"a": "all", "f": "force"})},
     "network": {"inspect": Layout("network.inspect"), "prune": Layout("network.prune")},
 }

@@ -211,8 +211,12 @@ def start(name: str, attach: bool, out: Output) -> int:
     with settled(names, out.check):
         ctx = Context(names.instance, names, existing(names), attach=attach)
         refuse_restarting(names, "start")
-        if pid := running_pid(names):
-            raise DiyError(f"container {name} is already running (pid {pid})")
+        if (pid := running_pid(names)) and attach:
+            raise DiyError(f"container {name} is already running (pid {pid}); see its output with "
+                           f"invoke attach {name}")
+        if pid:  # as docker start: already where it was asked to be
+            reporter.message(f"container {name} is running already (pid {pid})")
+            return 0
         if ctx.spec.get("network", "bridge") == "bridge":
             from steps import network
 

@@ -87,16 +87,21 @@ def ps(all: bool = False, quiet: bool = False, no_trunc: bool = False, fmt: str 
     if as_json:
         print(json.dumps([{**r["_json"], "status": r["Status"], "ports": r["Ports"]} for r in rows], indent=2))
         return 0
-    show(rows, quiet, fmt or PS_TABLE, PS_HEADERS)
+    show(rows, quiet, default_table(fmt, PS_TABLE), PS_HEADERS)
     return 0
 
 
 def check_format(fmt: str | None) -> None:
     """A bad --format is refused before anything is read."""
-    if fmt and fmt.strip() != "json":
+    if fmt and fmt.strip() not in ("json", "table"):
         from steps.cli.gotemplate import parse
 
         parse(fmt.removeprefix("table").replace("\\t", "\t"))
+
+
+def default_table(fmt: str | None, table: str) -> str:
+    """No --format, or a bare `table`, is the default table (as docker's)."""
+    return table if not fmt or fmt.strip() == "table" else fmt
 
 
 def show(rows: list[dict], quiet: bool, fmt: str, headers: dict[str, str]) -> None:
@@ -142,7 +147,7 @@ def images(as_json: bool = False, quiet: bool = False, fmt: str | None = None) -
     if as_json:
         print(json.dumps([r["_json"] for r in rows], indent=2))
         return 0
-    show(rows, quiet, fmt or IMAGES_TABLE, IMAGES_HEADERS)
+    show(rows, quiet, default_table(fmt, IMAGES_TABLE), IMAGES_HEADERS)
     return 0
 
 

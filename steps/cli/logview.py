@@ -149,6 +149,8 @@ def logs(ref: str, follow_: bool = False, tail=None, timestamps: bool = False, s
         show(records, timestamps)
         if watch is not None:
             follow(follower, watch.gone, timestamps, since_s, until_s)
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C ends a follow, as docker logs -f: no message
     finally:
         follower.close()
     return 0
