@@ -21,7 +21,7 @@ def _out(check=False, json=False, no_rollback=False):
 
 
 RUN_ITERABLE = ["env", "volume", "publish", "cap_add", "cap_drop", "security_opt", "log_opt", "env_file", "add_host",
-                "dns", "label", "ulimit", "mount", "tmpfs"]
+                "dns", "label", "ulimit", "mount", "tmpfs", "expose"]
 RUN_HELP = {
     "name": "container name (letters, digits, _ . -; up to 64); generated when omitted",
     "image": "image [REGISTRY/]NAME[:TAG][@DIGEST], pulled when missing; `busybox` is built in "
@@ -62,6 +62,7 @@ RUN_HELP = {
     "shm_size": "size of /dev/shm, e.g. 64m (the default)",
     "publish_all": "publish every port the image exposes on a free host port of the ephemeral range",
     "cidfile": "write the container's ID to this file (refused if it exists)",
+    "expose": "PORT[/tcp|/udp] the container listens on, published by --publish-all with the image's (repeatable)",
     "restart": "no (default), on-failure[:N] (non-zero exits, at most N restarts), always, or "
                "unless-stopped (always, and not at boot once the user stopped it); not with --rm",
     "no_rollback": "on failure keep what was applied, for debugging",
@@ -77,7 +78,7 @@ def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, host
         tty=False, interactive=False, log_opt=None, env_file=None, add_host=None, dns=None, init=False,
         stop_signal=None, label=None, ulimit=None, shm_size=None, publish_all=False, cidfile=None,
         mount=None, tmpfs=None, read_only=False,
-        restart=None, check=False, json=False, no_rollback=False):
+        restart=None, expose=None, check=False, json=False, no_rollback=False):
     """Create and start a container: run --name N --image I [flags] -- COMMAND [ARGS...]."""
     return _run_or_create(locals(), create_only=False)
 
@@ -184,15 +185,18 @@ def teardown(c, name, check=False, json=False):
 FORMAT_HELP = ("Go template, e.g. '{{.Names}}', 'table {{.ID}}\\t{{.Status}}' (with a header) or json")
 
 
-@task(help={"all": "all containers (default: running ones)", "quiet": "only the container IDs",
-            "no_trunc": "full IDs and commands", "format": FORMAT_HELP,
-            "json": "print today's rows as JSON (name, image, state, pid, ...)"})
+@task(iterable=["filter"], help={
+    "all": "all containers (default: running ones)", "quiet": "only the container IDs",
+    "no_trunc": "full IDs and commands", "format": FORMAT_HELP,
+    "filter": "KEY=VALUE: id, name, label (KEY or KEY=VALUE), status (created, running, restarting, exited), "
+              "ancestor (an image), exited (a code); repeatable: one key's values OR, keys AND",
+    "json": "print today's rows as JSON (name, image, state, pid, ...)"})
 @guarded
-def ps(c, all=False, quiet=False, no_trunc=False, format=None, json=False):
+def ps(c, all=False, quiet=False, no_trunc=False, format=None, filter=None, json=False):
     """List containers: CONTAINER ID, IMAGE, COMMAND, CREATED, STATUS, PORTS, NAMES."""
     from steps.cli.listing import ps as list_containers
 
-    return list_containers(all, quiet, no_trunc, format, json)
+    return list_containers(all, quiet, no_trunc, format, json, filter)
 
 
 @task(help={"name": "the container (name, ID or ID prefix)",

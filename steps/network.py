@@ -215,7 +215,8 @@ def port_clash(wanted: list[dict], taken: list[dict]) -> str | None:
     for w in wanted:
         for t in taken:
             same_ip = "0.0.0.0" in (w["host_ip"], t["host_ip"]) or w["host_ip"] == t["host_ip"]
-            if w["proto"] == t["proto"] and w["host_port"] == t["host_port"] and same_ip:
+            chosen_later = not w["host_port"] or not t["host_port"]  # 0: assigned at create (-p 80)
+            if w["proto"] == t["proto"] and w["host_port"] == t["host_port"] and same_ip and not chosen_later:
                 return (f"host port {w['host_port']}/{w['proto']} is already published by container "
                         f"{t['name']}; choose another host port")
     return None

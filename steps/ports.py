@@ -81,12 +81,19 @@ def assign(ctx) -> None:
     from steps.image.store import Store
 
     spec = ctx.spec
-    if not spec.get("publish_all") or spec.get("network", "bridge") != "bridge":
+    if spec.get("network", "bridge") != "bridge":
+        return
+    taken = instance_ports(ctx.instance, ctx.names.container) | {(p["host_port"], p["proto"]) for p in spec["publish"]}
+    for p in spec["publish"]:  # -p 80: a host port of the ephemeral range, as Docker
+        if not p["host_port"]:
+            p["host_port"] = choose(p["proto"], taken)
+            taken.add((p["host_port"], p["proto"]))
+    if not spec.get("publish_all"):
         return
     config = runtime_config(Store(ctx.instance).resolve(spec["image"]))
+    exposed = {**(config.get("ExposedPorts") or {}), **{e: {} for e in spec.get("expose") or []}}
     given = {(p["container_port"], p["proto"]) for p in spec["publish"]}
-    taken = instance_ports(ctx.instance, ctx.names.container) | {(p["host_port"], p["proto"]) for p in spec["publish"]}
-    for port, proto in exposed_ports(config):
+    for port, proto in exposed_ports({"ExposedPorts": exposed}):
         if (port, proto) in given:
             continue
         host_port = choose(proto, taken)

@@ -21,10 +21,11 @@ _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0
 SPEC_KEYS = ("name", "image", "command", "env", "workdir", "hostname", "volumes",
              "memory", "cpus", "pids_limit", "network", "publish", "user", "entrypoint",
              "privileged", "cap_add", "cap_drop", "security_opt", "tty", "interactive", "log_opts",
-             "add_hosts", "dns", "init", "stop_signal", "labels", "ulimits", "shm_size", "publish_all",
+             "add_hosts", "dns", "init", "stop_signal", "labels", "ulimits", "shm_size", "publish_all", "expose",
              "read_only", "restart")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$")
-_PUBLISH = re.compile(r"(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]+):(?P<cont>[0-9]+)(?:/(?P<proto>[a-z]+))?")
+# [[HOSTIP:]HOSTPORT:]CONTAINERPORT[/PROTO]; an empty or missing HOSTPORT: one is chosen at create
+_PUBLISH = re.compile(r"(?:(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]*):)?(?P<cont>[0-9]+)(?:/(?P<proto>[a-z]+))?")
 
 
 def parse_env(items: list[str]) -> list[str]:
@@ -60,27 +61,29 @@ def parse_hostname(name: str | None) -> str | None:
 
 
 def parse_publish(items: list[str]) -> list[dict]:
-    """`[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]` -> dicts; each host port once."""
+    """`[[HOSTIP:]HOSTPORT:]CONTAINERPORT[/tcp|/udp]` -> dicts; each host port once. Without a host
+    port the entry has host_port 0 and "auto": steps.ports.assign chooses one at create, as Docker."""
     import ipaddress
 
     out = []
     for item in items or []:
         m = _PUBLISH.fullmatch(item or "")
-        hint = "expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp], e.g. 8080:80 or 127.0.0.1:8080:80/udp"
+        hint = "expected [[HOSTIP:]HOSTPORT:]CONTAINERPORT[/tcp|/udp], e.g. 8080:80, 80 or 127.0.0.1:8080:80/udp"
         if not m:
             raise BadInput(f"bad publish {item!r}: {hint}")
         proto = m["proto"] or "tcp"
         if proto not in ("tcp", "udp"):
             raise BadInput(f"bad publish {item!r}: protocol {proto!r} must be tcp or udp")
         for label in ("host", "cont"):
-            if not 1 <= int(m[label]) <= 65535:
+            if m[label] and not 1 <= int(m[label]) <= 65535:
                 raise BadInput(f"bad publish {item!r}: ports are 1-65535")
         try:
             host_ip = str(ipaddress.IPv4Address(m["ip"] or "0.0.0.0"))
         except ValueError:
             raise BadInput(f"bad publish {item!r}: {m['ip']!r} is not an IPv4 address") from None
-        out.append({"host_ip": host_ip, "host_port": int(m["host"]), "container_port": int(m["cont"]),
-                    "proto": proto})
+        entry = {"host_ip": host_ip, "host_port": int(m["host"] or 0), "container_port": int(m["cont"]),
+                 "proto": proto}
+        out.append({**entry, "auto": True} if not m["host"] else entry)
     from steps.network import port_clash
 
     for i, p in enumerate(out):
@@ -182,6 +185,7 @@ class RunOptions:
     publish_all: bool = False
     cidfile: str | None = None
     restart: str | None = None
+    expose: list[str] = field(default_factory=list)
 
 
 def build(name: str, opts: RunOptions) -> dict:
@@ -212,7 +216,15 @@ def later_flags(opts: RunOptions, network: str) -> dict:
             "init": rf.check_init(opts.init), "stop_signal": rf.parse_stop_signal(opts.stop_signal),
             "labels": rf.parse_labels(opts.label), "ulimits": rf.parse_ulimits(opts.ulimit),
             "shm_size": rf.parse_shm_size(opts.shm_size),
-            "publish_all": bool(opts.publish_all) and network == "bridge", "cidfile": rf.check_cidfile(opts.cidfile)}
+            "publish_all": bool(opts.publish_all) and network == "bridge", "cidfile": rf.check_cidfile(opts.cidfile),
+            "expose": parse_expose(opts.expose)}
+
+
+def parse_expose(items: list[str]) -> list[str]:
+    """--expose PORT[/PROTO] (repeatable): ports -P publishes besides the image's, as "80/tcp"."""
+    from steps.ports import parse_port
+
+    return sorted({"{}/{}".format(*parse_port(item)) for item in items or []})
 
 
 def same(a: dict, b: dict) -> bool:

@@ -251,3 +251,45 @@ def test_a_reader_that_leaves_early_gets_no_error(inst):
                            capture_output=True, text=True, cwd="/", timeout=60)
         assert p.stderr == "" and p.stdout.count("\n") == 1, (args, p.stderr)
     inst.docker("rm", "many", check=True)
+
+
+def test_it_needs_a_terminal_on_stdin(inst):
+    p = inst.docker("run", "--rm", "-it", "busybox", "sh")  # stdin is /dev/null here
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "not a TTY" in p.stderr
+    assert inst.containers() == []
+    p = inst.docker("run", "--rm", "-i", "--network", "none", "busybox", "cat", input="piped\n")
+    assert p.stdout == "piped\n"  # -i alone takes a pipe
+
+
+def test_publish_a_container_port_on_a_chosen_host_port(inst):
+    import urllib.error
+    import urllib.request
+
+    inst.docker("run", "-d", "--name", "web", "-p", "80", "--expose", "8080", "-P", "busybox",
+                "httpd", "-f", "-p", "80", check=True)
+    lines = sorted(inst.docker("port", "web", check=True).stdout.splitlines())
+    assert [line.split(" -> ")[0] for line in lines] == ["80/tcp", "8080/tcp"]
+    low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    host_port = int(lines[0].rsplit(":", 1)[1])
+    assert low <= host_port <= high
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{host_port}/", timeout=5)
+    except urllib.error.HTTPError as e:
+        assert e.code == 404  # busybox httpd answered: the port reaches the container
+    inst.docker("rm", "-f", "web", check=True)
+    assert inst.docker("run", "--rm", "-p", "99999", "busybox", "true").returncode == 125
+
+
+def test_ps_filters(inst):
+    inst.docker("run", "-d", "--name", "fa", "-l", "tier=web", "--network", "none", "busybox", "sleep", "30",
+                check=True)
+    inst.docker("run", "--name", "fb", "-l", "tier=db", "--network", "none", "busybox", "sh", "-c", "exit 3")
+    names = lambda *a: inst.docker("ps", "--format", "{{.Names}}", *a, check=True).stdout.split()  # noqa: E731
+    assert names("-f", "label=tier=web") == ["fa"]
+    assert names("--filter", "status=exited") == ["fb"]  # a status filter looks at all, as docker's
+    assert names("-a", "-f", "label=tier") == ["fb", "fa"]
+    assert names("-a", "-f", "exited=3", "-f", "name=f") == ["fb"]
+    assert names("-a", "-f", "ancestor=busybox", "-f", "name=fa") == ["fa"]
+    bad = inst.docker("ps", "--filter", "colour=red")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "status=exited" in bad.stderr
+    inst.docker("rm", "-f", "fa", "fb", check=True)

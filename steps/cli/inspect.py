@@ -53,7 +53,7 @@ def configuration(record: dict, image: dict) -> tuple[dict, list[str]]:
 
     entry = record["entrypoint"] if record.get("entrypoint") is not None else image.get("Entrypoint")
     cmd = record.get("command") or ([] if record.get("entrypoint") is not None else image.get("Cmd"))
-    exposed = {k: {} for k in image.get("ExposedPorts") or {}}
+    exposed = {k: {} for k in [*(image.get("ExposedPorts") or {}), *(record.get("expose") or [])]}
     exposed.update({port_key(p): {} for p in record.get("publish") or []})
     argv = command_argv(record, image)
     return {"Hostname": record.get("hostname") or record.get("name", ""), "Domainname": "",

@@ -45,7 +45,7 @@ COMMANDS: dict[str, Layout] = {
     "rename": Layout("rename", ("name", "new_name")),
     "cp": Layout("cp", ("src", "dst")),
     "stats": Layout("stats", ("name...?",), {"a": "all"}, at_once=True),
-    "ps": Layout("ps", (), {"a": "all", "q": "quiet"}),
+    "ps": Layout("ps", (), {"a": "all", "q": "quiet", "f": "filter"}),
     "images": Layout("images", (), {"q": "quiet"}),
     "pull": Layout("pull", ("image",)),
     "rmi": Layout("rmi", ("image",), {"f": "force"}),

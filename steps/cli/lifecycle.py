@@ -23,6 +23,7 @@ from steps.cli.containers import (
 from steps.names import Names
 from steps.pipeline import Context, Engine
 from steps.report import Reporter
+from steps.runtime.stdio import check_terminal
 from steps.spec import RunOptions
 from steps.state import load_record, now_iso, save_record, update_record
 
@@ -30,6 +31,7 @@ from steps.state import load_record, now_iso, save_record, update_record
 def run(opts: RunOptions, out: Output) -> int:
     names = Names(config.load(), opts.name if opts.name is not None else unused_name())
     spec = specs.build(names.container, opts)
+    check_terminal(opts.tty, opts.interactive, opts.detach)
     reporter = out.reporter(attached=not opts.detach)
     if opts.name is None:
         reporter.message(f"name: {names.container}")

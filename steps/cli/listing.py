@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from steps import config
+from steps import BadInput, config
 from steps.names import Names
 from steps.views import containers, state_of
 
@@ -74,15 +74,47 @@ def ps_row(names: Names, record: dict, configs: dict, no_trunc: bool, now: float
                       "created": record.get("created"), "command": argv, "id": cid}}
 
 
+FILTERS = ("id", "name", "label", "status", "ancestor", "exited")
+STATUSES = ("created", "restarting", "running", "exited")
+
+
+def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
+    """--filter KEY=VALUE (repeatable): values of one key are alternatives, keys must all match."""
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        key, eq, value = (item or "").partition("=")
+        if key not in FILTERS or not eq or not value:
+            raise BadInput(f"bad filter {item!r}: use KEY=VALUE with KEY one of {', '.join(FILTERS)}, "
+                           "e.g. status=exited or label=tier=web")
+        if key == "status" and value not in STATUSES:
+            raise BadInput(f"bad filter {item!r}: status is one of {', '.join(STATUSES)}")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def matches(row: dict, record: dict, filters: dict[str, list[str]]) -> bool:
+    labels = record.get("labels") or {}
+    code = str((record.get("last") or {}).get("exit_code"))
+    tests = {"id": lambda v: row["_json"]["id"].startswith(v), "name": lambda v: v in row["Names"],
+             "status": lambda v: row["State"] == v, "exited": lambda v: row["State"] == "exited" and code == v,
+             "ancestor": lambda v: record.get("image") in (v, f"{v}:latest") or (record.get("image_id") or "")
+             .removeprefix("sha256:").startswith(v.removeprefix("sha256:")),
+             "label": lambda v: labels.get(v.partition("=")[0]) == v.partition("=")[2] if "=" in v else v in labels}
+    return all(any(tests[key](v) for v in values) for key, values in filters.items())
+
+
 def ps(all: bool = False, quiet: bool = False, no_trunc: bool = False, fmt: str | None = None,
-       as_json: bool = False) -> int:
-    """Running containers (all with --all), newest first, in Docker's columns; --json: today's rows."""
+       as_json: bool = False, filters: list[str] | None = None) -> int:
+    """Running containers (all with --all or a status filter), newest first, in Docker's columns;
+    --json: today's rows."""
     check_format(fmt)
+    wanted = parse_filters(filters)
+    all = all or "status" in wanted or "exited" in wanted
     now, configs, rows = time.time(), {}, []
     for names, record in sorted(containers(), key=lambda nr: (nr[1].get("created") or "", nr[0].container),
                                 reverse=True):
         row = ps_row(names, record, configs, no_trunc, now)
-        if all or row["State"] in ("running", "restarting"):
+        if (all or row["State"] in ("running", "restarting")) and matches(row, record, wanted):
             rows.append(row)
     if as_json:
         print(json.dumps([{**r["_json"], "status": r["Status"], "ports": r["Ports"]} for r in rows], indent=2))

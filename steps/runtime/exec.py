@@ -80,6 +80,9 @@ def window_size() -> bytes | None:
 
 def exec_in(opts: ExecOptions) -> tuple[int, int]:
     """Run the command; (exit code, its host pid). With --detach the code is 0 once it runs."""
+    from steps.runtime.stdio import check_terminal
+
+    check_terminal(opts.tty, opts.interactive, opts.detach)
     runner = Runner(exec_plan(opts), opts.interactive and not opts.detach)
     pid = runner.start()
     return (0 if opts.detach else runner.wait()), pid

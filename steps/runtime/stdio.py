@@ -16,6 +16,15 @@ import socket
 import sys
 
 
+def check_terminal(tty: bool, interactive: bool, detach: bool) -> None:
+    """-i -t in the foreground relay our stdin to a pty in raw mode: it must be a terminal (as Docker)."""
+    if tty and interactive and not detach and not os.isatty(0):
+        from steps import BadInput
+
+        raise BadInput("the input device is not a TTY: --interactive --tty (-it) need a terminal on stdin; "
+                       "leave out --tty (-t) to pipe input", 1)
+
+
 class Stdio:
     def __init__(self, tty: bool, interactive: bool, detached: bool = False, log=None,
                  attach_socket: str | None = None):
