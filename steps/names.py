@@ -12,15 +12,19 @@ import secrets
 from steps import BadInput
 from steps.config import Instance
 
-_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+def check_name(kind: str, name, longest: int, example: str = "") -> str:
+    """A name of ours (container, volume): letters, digits, '_', '.', '-', starting with a letter
+    or digit, at most `longest` characters; anything else is one line."""
+    if not isinstance(name, str) or not re.fullmatch(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{longest - 1}}}", name):
+        shown = repr(name) if isinstance(name, str) and len(name) <= longest + 6 else f"{str(name)[:40]!r}..."
+        raise BadInput(f"bad {kind} name {shown}: use 1-{longest} letters, digits, '_', '.', '-', "
+                       f"starting with a letter or digit{example}")
+    return name
 
 
 def check_container_name(name: str) -> str:
-    if not isinstance(name, str) or not _CONTAINER.fullmatch(name):
-        shown = repr(name) if isinstance(name, str) and len(name) <= 70 else f"{str(name)[:40]!r}..."
-        raise BadInput(f"bad container name {shown}: use 1-64 letters, digits, '_', '.', '-', "
-                       "starting with a letter or digit")
-    return name
+    return check_name("container", name, 64)
 
 
 def generate_name() -> str:

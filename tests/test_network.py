@@ -165,7 +165,8 @@ def test_32_containers_at_once(inst):
     assert inst.containers() == []
 
 
-@pytest.mark.parametrize("spec", ["0:80", "70000:80", "99999", "a:b", "8080:80/sctp", "1.2.3:80:80", "8080:0", "80/sctp"])
+@pytest.mark.parametrize("spec", ["0:80", "70000:80", "99999", "a:b", "8080:80/sctp", "1.2.3:80:80", "8080:0",
+                                  "80/sctp"])
 def test_bad_publish_specs(inst, spec):
     p = inst.cli("run", "--name", "x", "--publish", spec, "--", "/bin/true")
     assert p.returncode == 125 and "bad publish" in p.stderr and "Traceback" not in p.stderr

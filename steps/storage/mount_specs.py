@@ -49,9 +49,9 @@ def bind_entry(source: str, target: str, ro: bool, what: str) -> dict:
 def volume_entry(instance, name: str | None, target: str, ro: bool, what: str, nocopy: bool = False) -> dict:
     """A named volume (name given) or an anonymous one (a new 64-hex name)."""
     from steps import config
-    from steps.storage.volume_store import _NAME, anonymous_name, data_dir
+    from steps.storage.volume_store import anonymous_name, data_dir, valid_name
 
-    if name is not None and not _NAME.fullmatch(name):
+    if name is not None and not valid_name(name):
         raise BadInput(f"bad {what}: volume name {name!r}: use letters, digits, '_', '.', '-' "
                        "(starting with a letter or digit), or an absolute host path for a bind")
     target = check_target(target, what)

@@ -7,22 +7,25 @@ there is no second list to keep in step.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 
 from steps import BadInput, DiyError
 from steps.state import now_iso, private_dir, read_json, write_json
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
 
 def check_volume_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        shown = repr(name) if isinstance(name, str) and len(name) <= 140 else f"{str(name)[:40]!r}..."
-        raise BadInput(f"bad volume name {shown}: use 1-128 letters, digits, '_', '.', '-', "
-                       "starting with a letter or digit, e.g. pgdata")
-    return name
+    from steps.names import check_name
+
+    return check_name("volume", name, 128, ", e.g. pgdata")
+
+
+def valid_name(name: str) -> bool:
+    try:
+        check_volume_name(name)
+        return True
+    except BadInput:
+        return False
 
 
 def anonymous_name() -> str:
@@ -69,7 +72,7 @@ def create(instance, name: str, labels: dict | None = None, anonymous: bool = Fa
 def names(instance) -> list[str]:
     root = volumes_root(instance)
     found = sorted(os.listdir(root)) if os.path.isdir(root) else []
-    return [n for n in found if _NAME.fullmatch(n) and os.path.exists(meta_path(instance, n))]
+    return [n for n in found if valid_name(n) and os.path.exists(meta_path(instance, n))]
 
 
 def volume_entries(record: dict) -> list[dict]:
