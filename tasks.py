@@ -91,7 +91,6 @@ def _run_or_create(params: dict, create_only: bool) -> int:
     from steps.spec import RunOptions
 
     known = {f.name for f in fields(RunOptions)}
-    params = {**params, "volumes": params.get("volume") or []}  # the field predates the contract's names
     opts = RunOptions(**{k: ([] if v is None and k in RUN_ITERABLE else v)
                          for k, v in params.items() if k in known}, command=command_words())
     out = _out(params["check"], params["json"], params["no_rollback"])

@@ -67,14 +67,13 @@ def handles_signal(pid: int, signo: int) -> bool:
 def stop_signal(ctx) -> int:
     """--stop-signal, else the image's StopSignal, else SIGTERM."""
     from steps import BadInput
-    from steps.image import runtime_config
-    from steps.image.store import Store
+    from steps.image import container_config
     from steps.runflags import parse_stop_signal, signal_number
 
     name = ctx.spec.get("stop_signal")
     if name is None and ctx.spec.get("image_id"):
         try:
-            name = parse_stop_signal(runtime_config(Store(ctx.instance).image(ctx.spec["image_id"])).get("StopSignal"))
+            name = parse_stop_signal(container_config(ctx.instance, ctx.spec).get("StopSignal"))
         except (BadInput, OSError, ValueError):
             name = None  # an image with a signal we do not know: Docker's default
     return signal_number(name) if name else signal.SIGTERM
@@ -96,7 +95,10 @@ class LaunchStep(Step):
 
     def check(self):
         rt, init_alive, monitor_alive = runtime_facts(self.ctx.names)
-        start = Change("start init", "stopped", " ".join(command_argv(self.ctx.spec, self.image_config())))
+        from steps.image import container_config
+
+        argv = command_argv(self.ctx.spec, container_config(self.ctx.instance, self.ctx.spec))
+        start = Change("start init", "stopped", " ".join(argv))
         if rt is None:
             return absent([start])
         if monitor_alive:  # the container is up until its monitor has cleaned up after it
@@ -106,14 +108,6 @@ class LaunchStep(Step):
         if init_alive:
             return partial([start], f"init pid {rt['init_pid']} runs without its monitor")
         return partial([start], "init exited; runtime state left")
-
-    def image_config(self) -> dict:
-        """The image's Entrypoint and Cmd, for the report (what will really run)."""
-        from steps.image import runtime_config
-        from steps.image.store import Store
-
-        image_id = self.ctx.spec.get("image_id")
-        return runtime_config(Store(self.ctx.instance).image(image_id) if image_id else None)
 
     def apply(self):
         from steps.runtime.monitor import Monitor, spawn_detached

@@ -13,10 +13,15 @@ from steps import BadInput
 from steps.config import Instance
 
 
+def is_name(name, longest: int = 64) -> bool:
+    """A name of ours (container: 64, volume: 128): letters, digits, '_', '.', '-', starting with a
+    letter or digit, at most `longest` characters."""
+    return isinstance(name, str) and re.fullmatch(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{longest - 1}}}", name) is not None
+
+
 def check_name(kind: str, name, longest: int, example: str = "") -> str:
-    """A name of ours (container, volume): letters, digits, '_', '.', '-', starting with a letter
-    or digit, at most `longest` characters; anything else is one line."""
-    if not isinstance(name, str) or not re.fullmatch(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{longest - 1}}}", name):
+    """is_name, or one line saying what a name may be."""
+    if not is_name(name, longest):
         shown = repr(name) if isinstance(name, str) and len(name) <= longest + 6 else f"{str(name)[:40]!r}..."
         raise BadInput(f"bad {kind} name {shown}: use 1-{longest} letters, digits, '_', '.', '-', "
                        f"starting with a letter or digit{example}")

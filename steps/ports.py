@@ -116,13 +116,10 @@ def port(ref: str, asked: str | None) -> int:
     the host addresses of the one asked."""
     from steps import config
     from steps.launch import runtime_facts
-    from steps.state import find_container, load_record
+    from steps.state import existing_container
 
     want = parse_port(asked)
-    names = find_container(config.load(), ref)
-    record = load_record(names)
-    if record is None:
-        raise DiyError(f"no such container: {ref} (see invoke ps)")
+    names, record = existing_container(config.load(), ref)
     ports = sorted(record.get("publish") or [], key=lambda p: (p["container_port"], p["proto"], p["host_port"]))
     if not runtime_facts(names)[1]:
         ports = []  # as Docker: a stopped container holds no host port

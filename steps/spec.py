@@ -154,7 +154,7 @@ class RunOptions:
     env: list[str] = field(default_factory=list)
     workdir: str | None = None
     hostname: str | None = None
-    volumes: list[str] = field(default_factory=list)
+    volume: list[str] = field(default_factory=list)
     mount: list[str] = field(default_factory=list)
     tmpfs: list[str] = field(default_factory=list)
     read_only: bool = False
@@ -190,7 +190,7 @@ class RunOptions:
 
 def build(name: str, opts: RunOptions) -> dict:
     """The container's spec (its record) from the flags; refuses anything invalid."""
-    vols = volumes_of(opts.volumes, opts.mount, opts.tmpfs)
+    vols = volumes_of(opts.volume, opts.mount, opts.tmpfs)
     check_volumes(vols)
     ports = parse_publish(opts.publish or [])
     security = parse_security(opts.privileged, opts.cap_add, opts.cap_drop, opts.security_opt)

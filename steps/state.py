@@ -9,9 +9,7 @@ import re
 import time
 
 from steps import DiyError
-from steps.names import Names
-
-_NAME_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from steps.names import Names, is_name
 
 
 def atomic_write(path: str, data: str, mode: int = 0o644) -> None:
@@ -107,9 +105,7 @@ def update_record(names: Names, **fields) -> dict | None:
 def find_container(instance, ref: str) -> Names:
     """The container a user means: its name, else its ID or a unique prefix of it (as Docker).
     An unknown ref comes back as the name it is, so the caller's "no such container" speaks."""
-    import re
-
-    names = Names(instance, ref) if _NAME_LIKE.fullmatch(ref or "") else None
+    names = Names(instance, ref) if is_name(ref) else None
     if names is not None and os.path.exists(names.record):
         return names
     if re.fullmatch(r"[0-9a-f]{1,64}", ref or ""):
@@ -132,6 +128,15 @@ def find_container(instance, ref: str) -> Names:
     if names is None:
         Names(instance, ref)  # raises the one-line bad-name error
     return names
+
+
+def existing_container(instance, ref: str, code: int = 125) -> tuple[Names, dict]:
+    """(names, record) of the container ref means (find_container); else one line with code."""
+    names = find_container(instance, ref)
+    record = load_record(names)
+    if record is None:
+        raise DiyError(f"no such container: {ref} (see invoke ps)", code)
+    return names, record
 
 
 def load_runtime(names: Names) -> dict | None:

@@ -6,7 +6,7 @@ import hashlib
 import os
 
 from steps import DiyError, config
-from steps.names import Names, containers_dir
+from steps.names import Names, containers_dir, is_name
 from steps.state import load_record
 
 
@@ -41,24 +41,13 @@ def containers() -> list[tuple[Names, dict]]:
     root = containers_dir(instance)
     found = []
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        if not valid_name(name):
+        if not is_name(name):
             continue  # not ours: something else wrote into the containers directory
         names = Names(instance, name)
         record = load_record(names)
         if record is not None:
             found.append((names, record))
     return found
-
-
-def valid_name(name: str) -> bool:
-    from steps import BadInput
-    from steps.names import check_container_name
-
-    try:
-        check_container_name(name)
-        return True
-    except BadInput:
-        return False
 
 
 def container_id(record: dict) -> str:
@@ -69,12 +58,9 @@ def container_id(record: dict) -> str:
 
 def image_config(record: dict) -> dict:
     """The runtime config (Entrypoint, Cmd, Env, ...) of the image the container was made from."""
-    from steps.image import runtime_config
-    from steps.image.store import Store
+    from steps.image import container_config
 
-    store = Store(config.load())
     try:
-        image = store.image(record["image_id"]) if record.get("image_id") else store.resolve(record["image"])
-    except DiyError:
-        image = None
-    return runtime_config(image)
+        return container_config(config.load(), record)
+    except DiyError:  # a damaged image record: the listing goes on with Docker's defaults
+        return {}

@@ -73,7 +73,7 @@ def test_layers(inst):
 def test_volumes(inst, tmp_path):
     src = tmp_path / "v"
     src.mkdir()
-    ctx = make_ctx("c-vol", volumes=[f"{src}:/data:ro", f"{src}:/deep/er/rw"])
+    ctx = make_ctx("c-vol", volume=[f"{src}:/data:ro", f"{src}:/deep/er/rw"])
     image, layers, volumes, teardown = steps_for(ctx, "image", "layers", "volumes", "teardown")
     image.apply()
     layers.apply()
@@ -87,7 +87,7 @@ def test_volumes_named_and_tmpfs(inst, tmp_path):
     one, a tmpfs; undo unmounts them all and keeps the volumes' data."""
     from steps.storage import volume_store
 
-    ctx = make_ctx("c-kinds", volumes=["named:/etc", "/anon"], mount=["type=tmpfs,target=/t,tmpfs-size=1m"],
+    ctx = make_ctx("c-kinds", volume=["named:/etc", "/anon"], mount=["type=tmpfs,target=/t,tmpfs-size=1m"],
                    tmpfs=["/run:size=1m"])
     image, layers, volumes, teardown = steps_for(ctx, "image", "layers", "volumes", "teardown")
     image.apply()
@@ -154,7 +154,7 @@ def test_teardown_refuses_with_a_mount_inside(inst, tmp_path):
     src = tmp_path / "precious"
     src.mkdir()
     (src / "keep").write_text("x")
-    ctx = make_ctx("c-td", volumes=[f"{src}:/data"])
+    ctx = make_ctx("c-td", volume=[f"{src}:/data"])
     image, layers, volumes, teardown = steps_for(ctx, "image", "layers", "volumes", "teardown")
     for s in (image, layers, volumes):
         s.apply()

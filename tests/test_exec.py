@@ -9,6 +9,7 @@ import time
 import pytest
 
 from steps.runtime.top import cpu_time, parse_stat_fields, start_time, tty_name
+from tests.registry import processes_mentioning
 from tests.test_signals_tty import Terminal, wait_for
 from tests.test_terminal import set_window_size
 
@@ -156,24 +157,12 @@ def test_signals_are_forwarded(inst, box):
     assert out.strip() == "got"
 
 
-def host_processes(word: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if word.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            pass
-    return found
-
-
 def test_detach_leaves_a_process_that_goes_with_the_container(inst, box):
     box()
     p = inst.cli("exec", "--detach", "--json", "box", "--", "/bin/sleep", "777")
     assert p.returncode == 0, p.stderr
     pid = json.loads(p.stdout)["pid"]
-    assert host_processes("777") == [pid]
+    assert processes_mentioning("777") == [pid]
     inside = inst.cli("exec", "box", "--", "ps", "-o", "ppid,args").stdout
     assert any(line.split()[:2] == ["1", "/bin/sleep"] and line.endswith("777") for line in inside.splitlines())
     top = inst.cli("top", "box")
@@ -183,7 +172,7 @@ def test_detach_leaves_a_process_that_goes_with_the_container(inst, box):
     assert [str(pid), str(init_pid(inst, "box"))] in [r[1:3] for r in rows]  # its parent: the init
     assert any(r[7:] == ["/bin/sleep", "1000"] and r[0] == "root" for r in rows[1:])
     inst.cli("stop", "box", check=True)
-    assert wait_for(lambda: not host_processes("777"))
+    assert wait_for(lambda: not processes_mentioning("777"))
     inst.cli("rm", "box", check=True)
 
 
@@ -254,8 +243,8 @@ def test_a_failure_between_fork_and_exec_runs_nothing(inst, box, fault):
     p = inst.cli("exec", "box", "--", "/bin/sleep", "888", fault=fault)
     assert p.returncode == 125 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "cannot exec in box" in p.stderr
-    assert not host_processes("888")
+    assert not processes_mentioning("888")
     assert [r.split()[1] for r in inst.cli("top", "box").stdout.splitlines()] == \
         [r.split()[1] for r in before.splitlines()]
     p = inst.cli("exec", "--workdir", "/no/such/dir", "box", "--", "/bin/sleep", "888")
-    assert p.returncode == 125 and "/no/such/dir" in p.stderr and not host_processes("888"), p.stderr
+    assert p.returncode == 125 and "/no/such/dir" in p.stderr and not processes_mentioning("888"), p.stderr

@@ -133,23 +133,11 @@ def test_init_is_pid1_and_reaps_zombies(inst):
 
 
 def test_stop_signal_is_sent_by_stop(inst, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    inst.cli("run", "--name", "sig", "--detach", "--network", "none", "--stop-signal", "USR1",
-             "--volume", f"{out}:/out", "--", "/bin/sh", "-c",
-             "trap 'echo usr1 >> /out/got; exit 0' USR1; trap 'echo term >> /out/got' TERM; "
-             "echo ready > /out/ready; while true; do sleep 0.1; done", check=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not (out / "ready").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        started = time.monotonic()
-        inst.cli("stop", "sig", check=True)
-        assert time.monotonic() - started < 3  # it left on USR1: no grace period, no SIGKILL
-        assert (out / "got").read_text() == "usr1\n"
-        assert record(inst, "sig")["stop_signal"] == "SIGUSR1"
-    finally:
-        inst.cli("rm", "--force", "sig", check=True)
+    stored = []
+    got = stopped_by(inst, tmp_path / "out", "--stop-signal", "USR1",
+                     before_rm=lambda: stored.append(record(inst, "sig")["stop_signal"]))
+    assert got == "usr1\n"  # it left on USR1: no grace period, no SIGKILL (stopped_by times it)
+    assert stored == ["SIGUSR1"]
 
 
 def test_label_stored(inst):
@@ -207,8 +195,9 @@ TRAPS = ("trap 'echo usr1 >> /out/got; exit 0' USR1; trap 'echo term >> /out/got
          "echo ready > /out/ready; while true; do sleep 0.1; done")
 
 
-def stopped_by(inst, out, *flags: str) -> str:
-    """Run TRAPS detached with flags, stop it, and say which signal(s) it saw."""
+def stopped_by(inst, out, *flags: str, before_rm=None) -> str:
+    """Run TRAPS detached with flags, stop it, and say which signal(s) it saw (before_rm: a look
+    at the stopped container before it goes)."""
     out.mkdir()
     inst.cli("run", "--name", "sig", "--detach", "--network", "none", "--volume", f"{out}:/out", *flags,
              "--", "/bin/sh", "-c", TRAPS, check=True)
@@ -219,6 +208,8 @@ def stopped_by(inst, out, *flags: str) -> str:
         started = time.monotonic()
         inst.cli("stop", "sig", check=True)
         assert time.monotonic() - started < 3  # it left on the signal: no grace period, no SIGKILL
+        if before_rm is not None:
+            before_rm()
         return (out / "got").read_text() if (out / "got").exists() else ""
     finally:
         inst.cli("rm", "--force", "sig", check=True)

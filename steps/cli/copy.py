@@ -244,12 +244,9 @@ def cp(src: str, dst: str) -> int:
 
 
 def container(ref: str) -> Names:
-    from steps.state import find_container, load_record
+    from steps.state import existing_container
 
-    names = find_container(config.load(), ref)
-    if load_record(names) is None:
-        raise DiyError(f"no such container: {ref}")
-    return names
+    return existing_container(config.load(), ref)[0]
 
 
 @contextmanager

@@ -193,8 +193,7 @@ class Command:
     def long_flag(self, args: list[str], i: int, kwargs: dict) -> int:
         flag, eq, value = args[i][2:].partition("=")
         if flag in ("verbose", "json") and flag not in self.params:
-            cli.set_face("docker", verbose=flag == "verbose" or cli._face["verbose"],
-                         as_json=flag == "json" or cli.wants_json())
+            cli.show_more(verbose=flag == "verbose", as_json=flag == "json")
             return i + 1
         param = self.layout.aliases.get(flag, flag.replace("-", "_"))
         if param not in self.params or (self.is_positional(param) and not self.layout.named_positionals):

@@ -39,9 +39,10 @@ def wants_json() -> bool:
     return bool(_face["json"])
 
 
-def program() -> str:
-    """The program the user typed, for messages that tell them what to type next."""
-    return "diy-docker" if _face["name"] == "docker" else "invoke"
+def show_more(verbose: bool = False, as_json: bool = False) -> None:
+    """-v/--verbose or --json given among a command's flags: the report as well."""
+    _face["verbose"] |= verbose
+    _face["json"] |= as_json
 
 
 def set_command(words: list[str]) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from steps import DiyError, config
+from steps import config
 from steps.names import Names
-from steps.state import find_container, load_record
+from steps.state import existing_container
 from steps.views import container_id, image_config, state_of
 
 SHM_DEFAULT = 64 * 1024 * 1024  # Docker's /dev/shm
@@ -167,11 +167,7 @@ def inspect(refs: list[str] | str, fmt: str | None = None) -> int:
     instance = config.load()
     shapes = []
     for ref in [refs] if isinstance(refs, str) else refs:
-        names = find_container(instance, ref)
-        record = load_record(names)
-        if record is None:
-            raise DiyError(f"no such container: {ref}")
-        shapes.append(docker_shape(names, record))
+        shapes.append(docker_shape(*existing_container(instance, ref)))
     if template is None:
         print(json.dumps(shapes, indent=4))
         return 0

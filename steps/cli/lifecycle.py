@@ -68,7 +68,7 @@ def create(opts: RunOptions, out: Output) -> int:
         return 0
     if load_record(names) is not None:
         raise DiyError(f"the container name {names.container} is already in use; remove it "
-                       f"({cli_name()} rm {names.container}) or choose another --name")
+                       f"(invoke rm {names.container}) or choose another --name")
     precheck(ctx)
     with settled(names):
         record_new(ctx)
@@ -82,12 +82,6 @@ def create(opts: RunOptions, out: Output) -> int:
             reporter.recap(names.container, "create")
     print(ctx.spec["id"], flush=True)
     return 0
-
-
-def cli_name() -> str:
-    from steps.cli import face as cli
-
-    return cli.program()
 
 
 def kill(ref: str, signal_name: str | None) -> int:

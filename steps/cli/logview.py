@@ -13,7 +13,7 @@ import time
 
 from steps import BadInput, DiyError, config
 from steps.runtime.logfile import Follower, in_window, open_log, parse, recorded, stamp
-from steps.state import find_container, load_record
+from steps.state import existing_container, load_record
 
 POLL = 0.05  # seconds between looks at the log while following
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -73,10 +73,7 @@ def rfc3339_ns(m: re.Match) -> int:
 
 def existing(ref: str) -> object:
     """The container's names; an unknown one is one line and exit 1, as Docker."""
-    names = find_container(config.load(), ref)
-    if load_record(names) is None:
-        raise DiyError(f"no such container: {ref} (see invoke ps)", 1)
-    return names
+    return existing_container(config.load(), ref, 1)[0]
 
 
 # --- printing --------------------------------------------------------------------

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 
-from steps import DiyError, config
+from steps import config
 from steps.names import Names
 from steps.state import read_value
 
@@ -125,19 +125,13 @@ def row(names: Names, record: dict, first: dict | None, second: dict | None, wal
 
 
 def targets(refs: list[str], all: bool) -> list[tuple[Names, dict]]:
-    from steps.state import find_container, load_record
+    from steps.state import existing_container
     from steps.views import containers, state_of
 
     if not refs:
         return [(n, r) for n, r in containers() if all or str(state_of(n, r)["state"]).startswith("running")]
-    found = []
-    for ref in refs:
-        names = find_container(config.load(), ref)
-        record = load_record(names)
-        if record is None:
-            raise DiyError(f"no such container: {ref}")
-        found.append((names, record))
-    return found
+    instance = config.load()
+    return [existing_container(instance, ref) for ref in refs]
 
 
 def sample_all(chosen: list[tuple[Names, dict]], interval: float) -> list[dict]:

@@ -73,6 +73,15 @@ def runtime_config(record: dict | None) -> dict:
     return ((record or {}).get("config") or {}).get("config") or {}
 
 
+def container_config(instance, spec: dict) -> dict:
+    """The runtime config of a container's image: by its image_id once the image step recorded it,
+    else by name; {} when the store has neither (what Docker's defaults then answer)."""
+    store = Store(instance)
+    if spec.get("image_id"):
+        return runtime_config(store.image(spec["image_id"]))
+    return runtime_config(store.resolve(spec["image"]) if spec.get("image") else None)  # a teardown without a record
+
+
 def missing_command(instance, spec: dict) -> str | None:
     """The program the container would exec when the image lacks it, asked before
     anything is made (the built-in busybox need not be built yet: its applet list

@@ -16,14 +16,12 @@ from steps.runtime import profile as profiles
 
 
 def build(ctx) -> dict:
-    from steps.image import runtime_config
-    from steps.image.store import Store
+    from steps.image import container_config
     from steps.runtime.command import command_argv, container_env, resolve_user
     from steps.veth import pinned
 
     spec, n = ctx.spec, ctx.names
-    image = Store(ctx.instance).image(spec["image_id"]) if spec.get("image_id") else None
-    config = runtime_config(image)
+    config = container_config(ctx.instance, spec)
     asked = spec.get("user") or config.get("User")
     user = resolve_user(n.merged, asked or "0")  # root's groups come from the image, never the caller's
     host_net = spec.get("network") == "host"

@@ -10,7 +10,7 @@ import os
 import secrets
 import shutil
 
-from steps import BadInput, DiyError
+from steps import DiyError
 from steps.state import now_iso, private_dir, read_json, write_json
 
 
@@ -21,11 +21,9 @@ def check_volume_name(name: str) -> str:
 
 
 def valid_name(name: str) -> bool:
-    try:
-        check_volume_name(name)
-        return True
-    except BadInput:
-        return False
+    from steps.names import is_name
+
+    return is_name(name, 128)
 
 
 def anonymous_name() -> str:
