@@ -68,7 +68,8 @@ def stop_signal(ctx) -> int:
     """--stop-signal, else the image's StopSignal, else SIGTERM."""
     from steps import BadInput
     from steps.image import container_config
-    from steps.runflags import parse_stop_signal, signal_number
+    from steps.runflags import parse_stop_signal
+    from steps.runtime.signals import signal_number
 
     name = ctx.spec.get("stop_signal")
     if name is None and ctx.spec.get("image_id"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import signal
 
 from steps import BadInput, DiyError
 
@@ -82,33 +81,11 @@ def parse_dns(items: list[str]) -> list[str]:
     return [parse_ip(item, "dns", item) for item in items or []]
 
 
-def signal_number(name: str) -> int:
-    """A stored stop signal ("SIGUSR1", "SIGRTMIN+3") as its number."""
-    if name.startswith("SIGRTMIN+"):
-        return signal.SIGRTMIN + int(name[len("SIGRTMIN+"):])
-    return int(signal.Signals[name])
-
-
 def parse_stop_signal(text: str | None) -> str | None:
     """SIGUSR1, USR1 or a number -> the signal's name; None leaves it to the image, else SIGTERM."""
-    if text in (None, ""):
-        return None
-    raw = str(text).strip()
-    if raw.isdigit():
-        number = int(raw)
-        if not 1 <= number <= signal.SIGRTMAX:
-            raise BadInput(f"bad stop-signal {text!r}: signal numbers are 1-{int(signal.SIGRTMAX)}")
-        try:
-            return signal.Signals(number).name
-        except ValueError:
-            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
-    name = raw.upper() if raw.upper().startswith("SIG") else "SIG" + raw.upper()
-    try:
-        if signal_number(name) > 0:
-            return name
-    except (KeyError, ValueError):
-        pass
-    raise BadInput(f"bad stop-signal {text!r}: not a signal name or number, e.g. SIGUSR1, USR1 or 10")
+    from steps.runtime.signals import signal_name
+
+    return None if text in (None, "") else signal_name(text, "stop-signal")
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:

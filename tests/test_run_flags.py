@@ -55,7 +55,9 @@ def test_parsers(monkeypatch):
     monkeypatch.setattr(rf, "check_within_ours", lambda *a: None)  # this host's own limits aside
 
     assert rf.parse_stop_signal("USR1") == rf.parse_stop_signal("sigusr1") == rf.parse_stop_signal("10") == "SIGUSR1"
-    assert rf.signal_number(rf.parse_stop_signal(str(int(signal.SIGRTMIN) + 3))) == signal.SIGRTMIN + 3
+    from steps.runtime.signals import signal_number
+
+    assert signal_number(rf.parse_stop_signal(str(int(signal.SIGRTMIN) + 3))) == signal.SIGRTMIN + 3
     assert rf.parse_ulimits(["nofile=10", "core=unlimited", "nproc=5:-1"]) == [
         {"name": "nofile", "soft": 10, "hard": 10}, {"name": "core", "soft": -1, "hard": -1},
         {"name": "nproc", "soft": 5, "hard": -1}]

@@ -75,7 +75,7 @@ class Monitor:
         os.waitpid(child, 0)
         if not pid_text:
             os.close(go_w)
-            self.stdio.close()
+            self.stdio.abandon()
             raise self.failure(read_all(err_r))
         self.init_pid = int(pid_text)
         self.init_start = process_start(self.init_pid) or 0
@@ -92,7 +92,7 @@ class Monitor:
         error = read_all(err_r)
         if error:
             self.restore_handlers()
-            self.stdio.close()
+            self.stdio.abandon()
             os.waitpid(self.init_pid, 0)
             remove_file(self.ctx.names.runtime_state)
             raise self.failure(error)

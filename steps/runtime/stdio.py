@@ -136,6 +136,12 @@ class Stdio:
             except FileNotFoundError:
                 pass
 
+    def abandon(self) -> None:
+        """The init failed before it ran: the relay's fds and the log both go (a monitor that
+        retries under a restart policy would otherwise keep one log fd per failed launch)."""
+        self.close()
+        self.close_log()
+
     def close_log(self) -> None:
         """Close the log; say how many records a failing disk cost (the monitor's own output)."""
         if self.log is None:
