@@ -379,8 +379,9 @@ def image_prune(c):
 @task(name="inspect", help={"json": "print JSON"})
 @guarded
 def network_inspect(c, json=False):
-    """The instance network: bridge, subnet, leases, published ports, the nft table."""
-    from steps.netview import inspect as inspect_network
+    """The instance network: bridge, subnet, leases, published ports, the nft table, what in the host's
+    firewall drops its traffic and the accepts we added for it."""
+    from steps.cli.netview import inspect as inspect_network
 
     return inspect_network(json)
 
@@ -388,10 +389,20 @@ def network_inspect(c, json=False):
 @task(name="prune")
 @guarded
 def network_prune(c):
-    """Remove the bridge and the nft table when no container holds a lease."""
-    from steps.netview import prune
+    """Remove the bridge, the nft table and our accepts in the host's firewall when no container holds a lease."""
+    from steps.cli.netview import prune
 
     return prune()
+
+
+@task(name="repair", help={"check": "only say what would change", "json": "print JSON lines"})
+@guarded
+def network_repair(c, check=False, json=False):
+    """Put back what a firewall reload took from running containers: our nft table, and the accepts
+    for the bridge in a host chain that drops its traffic (a drop policy that came after they started)."""
+    from steps.cli.netview import repair
+
+    return repair(_out(check, json))
 
 
 def _step_task(stage: str):
@@ -476,8 +487,8 @@ for _task in (rename, cp, stats):
 ns.add_task(top)
 ns.add_task(boot)
 ns.add_collection(Collection("image", import_image, load_image, from_docker, image_prune))
-ns.add_collection(Collection("network", network_inspect, network_prune))
+ns.add_collection(Collection("network", network_inspect, network_prune, network_repair))
 ns.add_collection(Collection("volume", volume_create, volume_ls, volume_inspect, volume_rm, volume_prune))
 ns.add_collection(Collection("step", *(_step_task(s) for s in
-                                        ("image", "layers", "volumes", "cgroup", "veth", "nat", "launch",
-                                         "teardown"))))
+                                        ("image", "layers", "volumes", "cgroup", "veth", "nat", "firewall",
+                                         "launch", "teardown"))))

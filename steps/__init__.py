@@ -110,6 +110,7 @@ class Step:
 def stage_classes() -> dict[str, type[Step]]:
     """The registry of stages, imported on demand (heavy modules stay unloaded)."""
     from steps.cgroup import CgroupStep
+    from steps.firewall import FirewallStep
     from steps.image import ImageStep
     from steps.launch import LaunchStep
     from steps.layers import LayersStep
@@ -118,5 +119,6 @@ def stage_classes() -> dict[str, type[Step]]:
     from steps.veth import VethStep
     from steps.volumes import VolumesStep
 
-    classes = (ImageStep, LayersStep, VolumesStep, CgroupStep, VethStep, NatStep, LaunchStep, TeardownStep)
+    classes = (ImageStep, LayersStep, VolumesStep, CgroupStep, VethStep, NatStep, FirewallStep, LaunchStep,
+               TeardownStep)
     return {cls.name: cls for cls in classes}

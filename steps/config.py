@@ -31,6 +31,7 @@ class Instance(NamedTuple):
     max_layer_bytes: int = 16 << 30
     insecure_registries: str = ""  # comma-separated HOST[:PORT]; a YAML list works too
     pull_parallel: int = 3
+    firewall_compat: str = "auto"  # auto | report | off: accepts for our bridge in a host chain that drops it
 
     @property
     def insecure(self) -> frozenset[str]:
@@ -70,6 +71,9 @@ class Instance(NamedTuple):
         for key in ("max_layer_bytes", "pull_parallel"):
             if getattr(self, key) < 1:
                 raise BadInput(f"bad config {key}={getattr(self, key)}: must be >= 1")
+        if self.firewall_compat not in ("auto", "report", "off"):
+            raise BadInput(f"bad config firewall_compat={self.firewall_compat!r}: use auto (add the accepts our "
+                           "bridge needs), report (only say what drops it) or off")
         from steps.image.reference import _HOST_RE
 
         for host in self.insecure:

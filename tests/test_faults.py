@@ -28,9 +28,12 @@ def cases(pipeline, stages, action, where=EVERYWHERE):
 
 # Every step boundary of the four pipelines, and the middle of every step: the middles of
 # applies are reached through run, of undos through stop, of teardown through rm (start and
-# rm run the same step code as run and stop, so their boundaries are what differs).
+# rm run the same step code as run and stop, so their boundaries are what differs). The
+# firewall step changes something only where a host chain drops our traffic: its middles
+# are in test_firewall, where one does.
 MATRIX = (cases("run", RUN, "apply") + cases("stop", STOP, "undo") + cases("start", START, "apply", BOUNDARIES)
-          + cases("rm", STOP, "undo", BOUNDARIES) + cases("rm", ["teardown"], "apply"))
+          + cases("rm", STOP, "undo", BOUNDARIES) + cases("rm", ["teardown"], "apply")
+          + cases("run", ["firewall"], "apply", BOUNDARIES) + cases("stop", ["firewall"], "undo", BOUNDARIES))
 
 
 @pytest.fixture
@@ -43,7 +46,7 @@ def volume(tmp_path):
 
 def run_args(volume, *extra, point=""):
     """Faults outside the network stages run without a network: the same step code, less time."""
-    network = [] if point.startswith(("veth.", "nat.")) else ["--network", "none"]
+    network = [] if point.startswith(("veth.", "nat.", "firewall.")) else ["--network", "none"]
     return ["run", "--name", "f", *network, *extra, "--volume", f"{volume}:/data:ro", "--", "/bin/sh", "-c",
             "cat /data/f; sleep ${NAP:-0}"]
 

@@ -130,7 +130,8 @@ def test_json_report(inst):
     assert p.returncode == 0
     events = [json.loads(line) for line in p.stderr.splitlines()]
     steps = [e["step"] for e in events if e["event"] == "step" and e["pipeline"] == "run"]
-    assert steps == ["image", "layers", "volumes", "cgroup", "veth", "nat", "launch"]
+    assert steps == ["image", "layers", "volumes", "cgroup", "veth", "nat", "firewall",
+                     "launch"]
     assert all(isinstance(e["ms"], int) for e in events if e["event"] == "step")
     assert events[-1]["event"] == "recap" or any(e["event"] == "recap" for e in events)
 
@@ -169,7 +170,7 @@ def test_journal_keeps_history(inst):
     path = os.path.join(inst.state_root, "containers", "hist", "journal.jsonl")
     entries = [json.loads(line) for line in open(path)]
     assert [e["step"] for e in entries if e["pipeline"] == "run"] == ["image", "layers", "volumes", "cgroup",
-                                                                        "veth", "nat", "launch"]
+                                                                        "veth", "nat", "firewall", "launch"]
     assert {"time", "pipeline", "step", "action", "result", "ms"} <= set(entries[0])
     assert any(e["pipeline"] == "exit" and e["action"] == "undo" for e in entries)
     inst.cli("rm", "hist", check=True)

@@ -208,7 +208,7 @@ def test_decode_status():
 
 def test_pipelines_expand():
     assert expand("run") == [("apply", s) for s in ("image", "layers", "volumes", "cgroup", "veth", "nat",
-                                                    "launch")]
+                                                    "firewall", "launch")]
     assert expand("rm")[-1] == ("apply", "teardown") and expand("rm")[0] == ("undo", "launch")
 
 
