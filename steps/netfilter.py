@@ -154,12 +154,14 @@ def rule_answer(rule: Rule, flow: Flow, bridge: str) -> bool | None:
 class Walk(NamedTuple):
     verdict: str        # accept, drop, or "" (fell through: the policy, or back to the caller)
     why: str
-    doubts: tuple[str, ...]
+    doubts: tuple[str, ...]  # rules passed that may drop the flow
+    hopes: bool = False      # a rule passed may accept it
 
 
 def walk(table: Table, chain: str, flow: Flow, bridge: str, skip: str, depth: int = 0) -> Walk:
     """The verdict of a chain for a flow; rules whose comment starts with skip (ours) are left out."""
     doubts: list[str] = []
+    hopes = False
     if depth > 16 or chain not in table.chains:
         return Walk("", "", (f"chain {chain} cannot be followed",))
     for rule in table.chains[chain].rules:
@@ -170,21 +172,23 @@ def walk(table: Table, chain: str, flow: Flow, bridge: str, skip: str, depth: in
             continue
         if rule.verdict in ("jump", "goto"):
             inner = walk(table, rule.target, flow, bridge, skip, depth + 1)
+            hopes |= inner.hopes or (inner.verdict == "accept" and got is MAYBE)
             if got is YES and inner.verdict:
-                return Walk(inner.verdict, inner.why, (*doubts, *inner.doubts))
+                return Walk(inner.verdict, inner.why, (*doubts, *inner.doubts), hopes)
             if inner.verdict == "drop" or inner.doubts:
                 doubts.extend(inner.doubts or (f"{chain}: {rule.text} -> {inner.why}",))
             if got is YES and rule.verdict == "goto":
-                return Walk("", "", tuple(doubts))
+                return Walk("", "", tuple(doubts), hopes)
             continue
         if got is MAYBE or rule.verdict == "unknown":
             if rule.verdict in ("drop", "unknown"):
                 doubts.append(f"{chain}: {rule.text}")
+            hopes |= rule.verdict in ("accept", "unknown")
             continue
         if rule.verdict == "return":
-            return Walk("", "", tuple(doubts))
-        return Walk(rule.verdict, f"{chain}: {rule.text}", tuple(doubts))
-    return Walk("", "", tuple(doubts))
+            return Walk("", "", tuple(doubts), hopes)
+        return Walk(rule.verdict, f"{chain}: {rule.text}", tuple(doubts), hopes)
+    return Walk("", "", tuple(doubts), hopes)
 
 
 def blockers(tables: list[Table], bridge: str, subnet: ipaddress.IPv4Network, skip: str) -> list[Blocker]:
@@ -199,9 +203,9 @@ def blockers(tables: list[Table], bridge: str, subnet: ipaddress.IPv4Network, sk
                     flow = flow._replace(daddr=None, oif=None)  # before DNAT and routing
                 w = walk(table, chain.name, flow, bridge, skip)
                 if w.verdict == "drop":
-                    found.append(Blocker(table, chain.name, chain.hook, flow.name, w.why, True))
+                    found.append(Blocker(table, chain.name, chain.hook, flow.name, w.why, not w.hopes))
                 elif not w.verdict and chain.policy == "drop":
-                    found.append(Blocker(table, chain.name, chain.hook, flow.name, "policy drop", True))
+                    found.append(Blocker(table, chain.name, chain.hook, flow.name, "policy drop", not w.hopes))
                 elif w.doubts and w.verdict != "accept":
                     found.append(Blocker(table, chain.name, chain.hook, flow.name, w.doubts[0], False))
     return found

@@ -4,9 +4,14 @@ dockerd runs under `ip netns exec NETNS`, which also gives it a private mount na
 its overlay and nsfs mounts never reach the host's mount table and go away with its last process. In that
 namespace a small `sh -c` wrapper first mounts the cgroup hierarchies again (ip netns exec replaced /sys, and
 /sys/fs/cgroup with it) and bind-mounts directories under ROOT/private over the places dockerd, containerd
-and their shims write outside their flags (/run: /run/containerd/s shim sockets, /run/xtables.lock, /run/docker;
-/etc/docker; /opt: containerd's opt plugin makes /opt/containerd), then execs dockerd. Nothing is downloaded:
-the image is Debian's /bin/busybox, imported.
+and their shims write outside their flags (/run: /run/containerd/s shim sockets, /run/docker/plugins,
+/run/xtables.lock, /run/mount/utab; /etc/docker; /opt: containerd's opt plugin makes /opt/containerd), then
+execs dockerd; TMPDIR, HOME and DOCKER_CONFIG point under ROOT too. Nothing is downloaded: the image is
+Debian's /bin/busybox, imported.
+
+The test process holds dockerd's mount namespace open (so its inode, by which stop() finds containerd and the
+shims, is never another test's) and so does a watchdog process, which does stop()'s work if the test process
+dies without calling it (SIGKILL, a timeout); a normal interpreter exit runs stop() through atexit.
 """
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 
 from tests import host
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERD = shutil.which("dockerd")  # None when docker.io is not installed
 DOCKER = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else shutil.which("docker")  # 20.10's own
 BUSYBOX = "/bin/busybox"
@@ -82,7 +89,9 @@ class Dockerd:
         self.log = os.path.join(self.root, "dockerd.log")
         self.image: str | None = None
         self._proc: subprocess.Popen | None = None
-        self._mntns: str | None = None  # "mnt:[inode]" of dockerd's private mount namespace
+        self._mntns: str | None = None  # "mnt:[inode]" of dockerd's private mount namespace, held open by:
+        self._ns_fd: int | None = None
+        self._watchdog: subprocess.Popen | None = None
         self._made_root = False
         self._started = False
 
@@ -141,13 +150,13 @@ class Dockerd:
             if self._proc.poll() is not None:
                 why = f"dockerd exited with {self._proc.returncode}"
                 break
+            self._hold_mntns()
             try:
-                if self.docker("version", check=False, timeout=10).returncode == 0:
-                    self._read_mntns()
+                if self.docker("version", check=False, timeout=10).returncode == 0 and self._ns_fd is not None:
                     return
             except subprocess.TimeoutExpired:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.1)
         tail = self._log_tail(30)
         self.stop()
         raise AssertionError(f"dockerd in netns {self.netns} did not start: {why}; {self.log}, last lines:\n{tail}")
@@ -159,15 +168,25 @@ class Dockerd:
         except OSError:
             return "(no log)"
 
-    def _read_mntns(self) -> None:
-        if self._mntns is None:
-            try:
-                with open(os.path.join(self.root, "mntns")) as f:
-                    ns = f.read().strip()
-            except OSError:
-                return
-            if ns.startswith("mnt:[") and ns != os.readlink("/proc/self/ns/mnt"):
-                self._mntns = ns
+    def _hold_mntns(self) -> None:
+        """Once dockerd is in its private mount namespace, hold it open (its inode is then never reused for
+        another test's namespace) and hand it to a watchdog that cleans up if this process dies."""
+        if self._ns_fd is not None or self._proc is None or self._proc.poll() is not None:
+            return
+        try:  # dockerd is our unreaped child: its pid is not anyone else's
+            fd = os.open(f"/proc/{self._proc.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        name = f"mnt:[{os.fstat(fd).st_ino}]"
+        if name == os.readlink("/proc/self/ns/mnt"):  # still `ip`, before its unshare
+            os.close(fd)
+            return
+        self._ns_fd, self._mntns = fd, name
+        code = f"import sys; sys.path.insert(0, {REPO!r}); from tests.dockerd import _watch; _watch()"
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", code, self.root, self.cgroup_parent, str(int(self._made_root)), str(fd)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(fd,),
+            start_new_session=True)
 
     # -- use -----------------------------------------------------------------------------------------------
 
@@ -237,8 +256,9 @@ class Dockerd:
             return
         atexit.unregister(self.stop)
         proc = self._proc
-        self._read_mntns()
-        seen = set(_processes_in_mntns(self._mntns)) if self._mntns else set()
+        if proc is not None and proc.poll() is None:
+            self._hold_mntns()
+        seen = set(self._leftovers())  # to wait for below, till init has reaped them too
         if proc is not None and proc.poll() is None:
             try:
                 ids = self.docker("ps", "-aq", check=False, timeout=20).stdout.split()
@@ -246,6 +266,8 @@ class Dockerd:
                     self.docker("rm", "-f", *ids, check=False, timeout=60)
             except subprocess.TimeoutExpired:
                 pass
+        seen.update(self._leftovers())
+        if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # dockerd stops its containerd
             try:
                 proc.wait(30)
@@ -253,26 +275,55 @@ class Dockerd:
                 proc.kill()
                 proc.wait(10)
         self._proc = None
-        self._read_mntns()  # a start that failed early may have written it only now
-        if self._mntns is not None:  # containerd, shims, runc, docker-proxy: all in dockerd's mount namespace
-            for _ in range(200):
-                pids = _processes_in_mntns(self._mntns)
-                if not pids:
-                    break
-                seen.update(pids)
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.05)
+        for _ in range(200):  # containerd, shims, runc, docker-proxy: all in dockerd's mount namespace
+            pids = self._leftovers()
+            if not pids:
+                break
+            seen.update(pids)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
         for root in host.cgroup_roots():  # containers' processes, then the cgroups, in every hierarchy
             host.remove_cgroup_tree(os.path.join(root, self.cgroup_parent.lstrip("/")))
         deadline = time.monotonic() + 5  # the shims were reparented to init: gone once it has reaped them
         while any(os.path.exists(f"/proc/{pid}") for pid in seen) and time.monotonic() < deadline:
             time.sleep(0.05)
+        if self._ns_fd is not None:  # the namespace, its overlay and nsfs mounts go with the last reference
+            os.close(self._ns_fd)
+        if self._watchdog is not None:
+            try:
+                self._watchdog.communicate(b"done", timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._watchdog.kill()
+                self._watchdog.wait()
+        self._ns_fd = self._mntns = self._watchdog = self.image = None
         self._remove_files()
         self._started = False
+
+    def _leftovers(self) -> list[int]:
+        """The processes in dockerd's mount namespace. Known for sure while we hold it; else (a start that
+        failed at once) from the inode the wrapper wrote, and only those naming our root."""
+        if self._mntns is not None:
+            return _processes_in_mntns(self._mntns)
+        try:
+            with open(os.path.join(self.root, "mntns")) as f:
+                name = f.read().strip()
+        except OSError:
+            return []
+        if not name.startswith("mnt:[") or name == os.readlink("/proc/self/ns/mnt"):
+            return []
+        out = []
+        for pid in _processes_in_mntns(name):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if self.root.encode() + b"/" in f.read():
+                        out.append(pid)
+            except OSError:
+                pass
+        return out
 
     def _remove_files(self) -> None:
         if not os.path.isdir(self.root):
@@ -292,3 +343,15 @@ class Dockerd:
                 if attempt == 49:
                     raise
                 time.sleep(0.1)
+
+
+def _watch() -> None:
+    """The watchdog: argv ROOT CGROUP_PARENT MADE_ROOT FD (FD: dockerd's mount namespace). Waits for "done" on
+    stdin; when stdin closes without it (the test process died without stop()), it does stop()'s work."""
+    root, cgroup_parent, made_root, fd = sys.argv[1:5]
+    if sys.stdin.buffer.read() == b"done":
+        return
+    d = Dockerd("", root, cgroup_parent)
+    d._started, d._made_root = True, made_root == "1"
+    d._ns_fd, d._mntns = int(fd), f"mnt:[{os.fstat(int(fd)).st_ino}]"
+    d.stop()
