@@ -84,6 +84,8 @@ class Dockerd:
     def __init__(self, netns: str, root: str, cgroup_parent: str):
         self.netns = netns
         self.root = os.path.abspath(root)
+        if not cgroup_parent.strip("/") or ".." in cgroup_parent.split("/"):
+            raise ValueError(f"cgroup_parent {cgroup_parent!r}: stop() removes it, so it must be a test's own")
         self.cgroup_parent = "/" + cgroup_parent.strip("/")  # from each hierarchy's root, not dockerd's own
         self.socket = os.path.join(self.root, "docker.sock")
         self.log = os.path.join(self.root, "dockerd.log")

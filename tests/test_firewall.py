@@ -339,7 +339,9 @@ def test_dockers_forward_drop_drops_every_flow_of_ours_and_docker_user_is_the_pl
     table = nf.iptables_table(DOCKER_SAVE, "iptables-nft")
     found = nf.blockers([table], BRIDGE, SUBNET, "diy-fw:mine:")
     assert {b.flow for b in found} == {"out", "local", "back", "published"}
-    assert all(b.certain and b.why == "policy drop" for b in found)
+    assert all(b.why == "policy drop" for b in found)
+    # certain for what our bridge sends; what comes in may come from docker0, which Docker accepts
+    assert {b.flow for b in found if b.certain} == {"out", "local"}
     assert {place_for(b).chain for b in found} == {"DOCKER-USER"}
 
 
