@@ -20,6 +20,7 @@ import pytest
 
 from steps import netfilter as nf
 from tests.conftest import REPO
+from tests.dockerd import DOCKERD, HTTPD_BODY, Dockerd
 from tests.test_network import FETCH, SERVER
 
 PAGE = "mkdir -p /www && echo hello-from-srv > /www/index.html && exec httpd -f -p 80 -h /www"
@@ -293,6 +294,32 @@ def test_other_instances_rules_and_foreign_rules_are_left_alone(inst, fwhost):
     finally:
         fwhost.cli("rm", "srv", "--force", check=True)
     assert fwhost.firewall() == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(DOCKERD is None, reason="needs Debian's docker.io (dockerd), as .ci/run installs")
+def test_beside_a_real_dockerd_with_dockers_forward_drop(inst, fwhost):
+    docker = Dockerd(fwhost.ns, f"/tmp/diyt-{inst.id}-d", f"diyt-{inst.id}-docker")
+    try:
+        docker.start()
+        docker_ip = docker.run_httpd("dweb")
+        fwhost.run("iptables", "-w", "-P", "FORWARD", "DROP")  # what Docker sets when it turns forwarding on
+        before = fwhost.firewall()
+        clash = fwhost.cli("run", "--name", "x", "--rm", "--", "/bin/true", env={"DIY_DOCKER_SUBNET": "172.17.9.0/24"})
+        assert clash.returncode == 125 and "overlaps the host's address 172.17.0.1/16" in clash.stderr
+        serve(fwhost, check=True)
+        try:
+            every_networked_feature_works(fwhost)
+            ours = [ln for ln in fwhost.run("iptables-nft-save", "-t", "filter").stdout.splitlines() if "diy-fw:" in ln]
+            assert len(ours) == 4 and all(ln.startswith("-A DOCKER-USER ") for ln in ours)  # nowhere else
+            assert fwhost.run(sys.executable, "-c", FETCH, f"http://{docker_ip}/").stdout == HTTPD_BODY + "\n"
+        finally:
+            fwhost.cli("rm", "srv", "--force", check=True)
+        assert fwhost.firewall() == before
+        assert "dweb" in docker.docker("ps", "--format", "{{.Names}}").stdout  # Docker's container goes on
+        assert fwhost.run(sys.executable, "-c", FETCH, f"http://{docker_ip}/").stdout == HTTPD_BODY + "\n"
+    finally:
+        docker.stop()
 
 
 def nf_mark(inst) -> str:

@@ -178,7 +178,9 @@ def test_config_file_and_env(tmp_path):
     cfg.write_text("state_root: /srv/diy\nstop_timeout: 4\n")
     inst = config.load({"DIY_DOCKER_CONFIG": str(cfg), "DIY_DOCKER_STOP_TIMEOUT": "7"})
     assert inst.state_root == "/srv/diy" and inst.stop_timeout == 7 and inst.run_root == "/run/docker_diy"
-    for text in ("nope: 1\n", "- a list\n", "state_root: rel\n", "cgroup_parent: ../up\n", ": :\n"):
+    assert inst.firewall_compat == "auto"
+    for text in ("nope: 1\n", "- a list\n", "state_root: rel\n", "cgroup_parent: ../up\n", ": :\n",
+                 "firewall_compat: yes\n"):
         cfg.write_text(text)
         with pytest.raises(BadInput):
             config.load({"DIY_DOCKER_CONFIG": str(cfg)})
