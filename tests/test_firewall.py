@@ -156,6 +156,7 @@ def legacy_drop(host: FirewallHost) -> None:
     host.run("iptables-legacy", "-w", "-P", "FORWARD", "DROP")
 
 
+ALL_FLOWS = {"out", "reply", "local", "back", "published"}
 DROPPED = {"nft-ufw-like": {"out", "local", "published"}, "nft-firewalld-like-reject": {"out", "local"}}
 SCENARIOS = {"nft-policy-drop": nft_firewall(NFT_DROP), "nft-ufw-like": nft_firewall(NFT_UFW),
              "nft-firewalld-like-reject": nft_firewall(NFT_FIREWALLD), "iptables-legacy-drop": legacy_drop}
@@ -204,7 +205,7 @@ def test_every_networked_feature_through_a_dropping_firewall(inst, fwhost, scena
         every_networked_feature_works(fwhost)
         view = json.loads(fwhost.cli("network.inspect", "--json", check=True).stdout)["firewall"]
         assert view["mode"] == "auto" and view["drops"] and view["ours"]
-        assert {d["flow"] for d in view["drops"]} == DROPPED.get(scenario, {"out", "local", "back", "published"})
+        assert {d["flow"] for d in view["drops"]} == DROPPED.get(scenario, ALL_FLOWS)
     finally:
         fwhost.cli("rm", "srv", "--force", check=True)
     assert fwhost.firewall() == before  # the foreign chains exactly as we found them
@@ -311,7 +312,13 @@ def test_beside_a_real_dockerd_with_dockers_forward_drop(inst, fwhost):
         try:
             every_networked_feature_works(fwhost)
             ours = [ln for ln in fwhost.run("iptables-nft-save", "-t", "filter").stdout.splitlines() if "diy-fw:" in ln]
-            assert len(ours) == 4 and all(ln.startswith("-A DOCKER-USER ") for ln in ours)  # nowhere else
+            assert all(ln.startswith("-A DOCKER-USER ") for ln in ours)  # nowhere else
+            # the guards: Docker's bridges stay Docker's (its container's port 80 is not published)
+            p = fwhost.cli("run", "--name", "peek", "--rm", "--", "/bin/sh", "-c",
+                           f'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 {docker_ip} 80')
+            assert "diyfw" not in p.stdout
+            flows = [re.search(r"diy-fw:\w+:\w+:([\w-]+)", ln).group(1) for ln in ours]
+            assert set(flows[:2]) == {"guard-br", "guard-docker"} and set(flows[2:]) == ALL_FLOWS
             assert fwhost.run(sys.executable, "-c", FETCH, f"http://{docker_ip}/").stdout == HTTPD_BODY + "\n"
         finally:
             fwhost.cli("rm", "srv", "--force", check=True)
@@ -357,6 +364,7 @@ COMMIT
 
 
 def flows_dropped(table: nf.Table, skip: str = "diy-fw:mine:") -> dict[str, bool]:
+    """{flow: certain} of what the table drops."""
     return {b.flow: b.certain for b in nf.blockers([table], BRIDGE, SUBNET, skip)}
 
 
@@ -365,11 +373,11 @@ def test_dockers_forward_drop_drops_every_flow_of_ours_and_docker_user_is_the_pl
 
     table = nf.iptables_table(DOCKER_SAVE, "iptables-nft")
     found = nf.blockers([table], BRIDGE, SUBNET, "diy-fw:mine:")
-    assert {b.flow for b in found} == {"out", "local", "back", "published"}
-    assert all(b.why == "policy drop" for b in found)
+    assert {b.flow for b in found} == ALL_FLOWS
+    assert all(b.why == "policy drop" and b.sure for b in found)
     # certain for what our bridge sends; what comes in may come from docker0, which Docker accepts
     assert {b.flow for b in found if b.certain} == {"out", "local"}
-    assert {place_for(b).chain for b in found} == {"DOCKER-USER"}
+    assert {place_for(b)[0].chain for b in found} == {"DOCKER-USER"}
 
 
 def test_our_own_accepts_are_left_out_of_the_walk_but_others_count():
@@ -378,7 +386,7 @@ def test_our_own_accepts_are_left_out_of_the_walk_but_others_count():
         "-A DOCKER-USER -s 10.1.2.0/24 -i dt0 -o dt0 -j ACCEPT",  # somebody else's accept
         "-A DOCKER-USER -j RETURN"]))
     table = nf.iptables_table(text, "iptables-nft")
-    assert set(flows_dropped(table)) == {"out", "back", "published"}
+    assert set(flows_dropped(table)) == {"out", "reply", "back", "published"}
     assert [r.comment for r in table.chains["DOCKER-USER"].rules][0] == "diy-fw:mine:dt0:out"
 
 
@@ -386,13 +394,81 @@ def test_ufw_like_established_accept_leaves_only_new_flows_dropped():
     text = "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\nCOMMIT\n"
     assert flows_dropped(nf.iptables_table(text, "iptables-legacy")) == {"out": True, "local": True,
                                                                        "published": True}
+    assert nf.iptables_table(text, "iptables-legacy").chains["FORWARD"].policy == "drop"
 
 
 def test_matches_we_cannot_tell_are_doubts_not_verdicts():
     text = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p tcp -m tcp --dport 22 -j DROP\nCOMMIT\n"
     dropped = flows_dropped(nf.iptables_table(text, "iptables-legacy"))
-    assert dropped == {"out": False, "local": False, "back": False, "published": False}  # may drop: a port
+    assert dropped == dict.fromkeys(ALL_FLOWS, False)  # may drop: a port
     text = "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -i eth0 -j ACCEPT\n-A FORWARD -o br+ -j ACCEPT\nCOMMIT\n"
     dropped = flows_dropped(nf.iptables_table(text, "iptables-legacy"))
     # local (dt0 to dt0) matches neither accept: dropped; the others may come from eth0 or go to a br+
-    assert dropped == {"out": False, "local": True, "back": False, "published": False}
+    assert dropped == {"out": False, "reply": False, "local": True, "back": False, "published": False}
+
+
+def test_a_targeted_drop_is_not_ours_to_pass_and_nat_targets_never_drop():
+    text = ("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -d 169.254.169.254/32 -j DROP\nCOMMIT\n"
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n"
+            "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 "
+            "-j MASQUERADE\n-A DOCKER -i docker0 -j RETURN\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 "
+            "-j DNAT --to-destination 172.17.0.2:80\nCOMMIT\n")
+    tables = nf.iptables_tables(text, "iptables-nft")
+    found = nf.blockers(tables, BRIDGE, SUBNET, "diy-fw:mine:")
+    assert {(b.table.name, b.flow, b.sure) for b in found} == {("filter", "out", False), ("filter", "reply", False)}
+
+
+# Rulesets as nft itself writes them into JSON, read in a netns of the test's own.
+RULESETS = {
+    "vmap": ('chain f { type filter hook forward priority 0; policy accept; iifname vmap { "dt0" : drop }; }',
+             {"out": "sure", "reply": "sure", "local": "sure"}),
+    "maybe-return": ("chain chk { meta l4proto tcp return; accept; }\n"
+                     "  chain f { type filter hook forward priority 0; policy drop; jump chk; }",
+                     dict.fromkeys(ALL_FLOWS, "sure")),
+    "maybe-drop-then-accept": ("chain f { type filter hook forward priority 0; policy accept;"
+                               " meta l4proto tcp drop; accept; }", dict.fromkeys(ALL_FLOWS, "soft")),
+    "limit": ("chain f { type filter hook forward priority 0; policy drop; limit rate 10/second accept; }",
+              dict.fromkeys(ALL_FLOWS, "sure")),
+    "ct-status-snat": ("chain f { type filter hook forward priority 0; policy drop; ct status snat accept; }",
+                       dict.fromkeys(ALL_FLOWS, "sure")),
+    "named-set": ('set bad { type ifname; elements = { "dt0" }; }\n'
+                  "  chain f { type filter hook forward priority 0; policy accept; iifname @bad drop; }",
+                  {"out": "soft", "reply": "soft", "local": "soft", "back": "soft", "published": "soft"}),
+    "new-only": ('chain f { type filter hook forward priority 0; policy drop; iifname "dt0" ct state new accept;'
+                 ' oifname "dt0" accept; }', {"reply": "sure"}),
+    "ip6-only": ("chain f { type filter hook forward priority 0; policy accept; ip6 saddr ::/0 drop; }", {}),
+    "ufw-like": (NFT_UFW.split("{", 1)[1].rsplit("}", 1)[0], {"out": "sure", "local": "sure", "published": "sure"}),
+}
+
+
+BRIDGE_RULESETS = {
+    "bridge-forward-drop": ("chain f { type filter hook forward priority 0; policy drop; }", {"local": "sure"}),
+    "bridge-input-port": ('chain i { type filter hook input priority 0; policy accept; iifname "veth*" drop; }',
+                          {"out": "soft", "reply": "soft"}),
+}
+
+
+def blockers_in_netns(inst, text: str, family: str = "inet") -> dict[str, str]:
+    ns = f"diyt-{inst.id}-rules"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=f"table {family} t {{\n  {text}\n}}\n")
+        code = ("import ipaddress, json; from steps import netfilter as nf\n"
+                "fw = nf.read_firewall('none')\n"
+                "found = nf.blockers(fw.tables, 'dt0', ipaddress.IPv4Network('10.1.2.0/24'), 'diy-fw:mine:')\n"
+                "print(json.dumps({b.flow: 'sure' if b.sure else 'soft' for b in found}))")
+        return json.loads(sh("ip", "netns", "exec", ns, sys.executable, "-c", code, cwd=REPO).stdout)
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest.mark.parametrize("case", sorted(RULESETS))
+def test_the_walk_of_rules_as_nft_lists_them(inst, case):
+    text, expected = RULESETS[case]
+    assert blockers_in_netns(inst, text) == expected
+
+
+@pytest.mark.parametrize("case", sorted(BRIDGE_RULESETS))
+def test_bridge_family_chains_see_ports_and_only_what_crosses_their_hook(inst, case):
+    text, expected = BRIDGE_RULESETS[case]
+    assert blockers_in_netns(inst, text, "bridge") == expected

@@ -16,9 +16,9 @@ def firewall_view(inst) -> dict:
     facts = read_facts(inst)
     return {"mode": inst.firewall_compat,
             "drops": [{"where": f"{b.table.where} {b.chain}", "hook": b.hook, "flow": b.flow, "why": b.why,
-                       "certain": b.certain, "text": str(b)} for b in facts.blockers],
+                       "certain": b.certain, "ours_to_pass": b.sure, "text": str(b)} for b in facts.blockers],
             "ours": sorted(f"{o.place}: {o.flow}" for o in facts.have),
-            "unfixable": [str(b) for b in facts.unfixable]}
+            "unfixable": facts.unfixable, "unread": facts.unread}
 
 
 def inspect(as_json: bool) -> int:
@@ -52,11 +52,15 @@ def print_firewall(bridge: str, fw: dict) -> None:
     if not fw["drops"]:
         print(f"  nothing in the host's firewall drops traffic of {bridge}")
     for d in fw["drops"]:
-        print(f"  {'drops   ' if d['certain'] else 'may drop'} {d['flow']:<9} {d['where']} ({d['hook']}): {d['why']}")
+        owner = "" if d["ours_to_pass"] else " (aimed at something else: left to the firewall's owner)"
+        print(f"  {'drops   ' if d['certain'] else 'may drop'} {d['flow']:<9} {d['where']} ({d['hook']}): "
+              f"{d['why']}{owner}")
     for o in fw["ours"]:
         print(f"  accept  {o}")
     for u in fw["unfixable"]:
         print(f"  no accept of ours can pass: {u}")
+    for u in fw["unread"]:
+        print(f"  cannot read {u}")
 
 
 def prune() -> int:
