@@ -259,22 +259,30 @@ def test_a_drop_that_came_later_is_caught_by_repair_and_by_start(inst, fwhost):
     assert fwhost.firewall() == before
 
 
-@pytest.mark.parametrize("scenario", ["nft-policy-drop", "iptables-legacy-drop"])
-def test_sigkill_inside_the_firewall_step_then_rerun_and_teardown(inst, fwhost, scenario):
+@pytest.mark.parametrize("scenario,where,action", [("nft-policy-drop", "mid", "kill"),
+                                                   ("iptables-legacy-drop", "mid", "kill"),
+                                                   ("nft-policy-drop", "after", "fail"),
+                                                   ("iptables-legacy-drop", "after", "kill")])
+def test_a_fault_inside_the_firewall_step_then_rerun_and_teardown(inst, fwhost, scenario, where, action):
     SCENARIOS[scenario](fwhost)
     before = fwhost.firewall()
-    killed = serve(fwhost, fault="firewall.apply.mid:kill")
-    assert killed.returncode != 0 and fwhost.residue()  # killed with our rules half made
+    faulted = serve(fwhost, fault=f"firewall.apply.{where}:{action}")
+    assert faulted.returncode != 0 and "Traceback" not in faulted.stderr
+    if action == "kill":
+        assert fwhost.residue()  # killed with our rules made
     fwhost.cli("teardown", "srv", check=True)
     assert fwhost.firewall() == before and not fwhost.residue()
-    killed = serve(fwhost, fault="firewall.apply.mid:kill")
-    assert killed.returncode != 0
-    fwhost.cli("teardown", "srv", check=True)  # the run resumes from a clean start
-    serve(fwhost, check=True)
+    faulted = serve(fwhost, fault=f"firewall.apply.{where}:{action}")
+    assert faulted.returncode != 0
+    if action == "kill":  # the same run again resumes
+        serve(fwhost, check=True)
+    else:  # the failed run rolled back: a new one starts clean
+        assert fwhost.firewall() == before
+        serve(fwhost, check=True)
     try:
         assert wait_served(fwhost) == "hello-from-srv"
-        killed = fwhost.cli("rm", "srv", "--force", fault="firewall.undo.mid:kill")
-        assert killed.returncode != 0
+        faulted = fwhost.cli("rm", "srv", "--force", fault=f"firewall.undo.{where}:{action}")
+        assert faulted.returncode != 0
     finally:
         fwhost.cli("rm", "srv", "--force", check=True)
     assert fwhost.firewall() == before
