@@ -21,7 +21,7 @@ import pytest
 from steps import netfilter as nf
 from tests.conftest import REPO
 from tests.dockerd import DOCKERD, HTTPD_BODY, Dockerd
-from tests.test_network import FETCH, SERVER
+from tests.test_network import FETCH, SERVER, Outside
 
 PAGE = "mkdir -p /www && echo hello-from-srv > /www/index.html && exec httpd -f -p 80 -h /www"
 ASK_SRV = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 3 srv 80 | tail -n 1'
@@ -35,24 +35,15 @@ class FirewallHost:
     """A netns standing for the host, with a firewall of its own, and an outside netns linked to it."""
 
     def __init__(self, inst):
-        n = int(inst.id, 16)
         self.inst = inst
-        self.ns, self.outside = f"diyt-{inst.id}-host", f"diyt-{inst.id}-far"
+        self.ns = f"diyt-{inst.id}-host"
         self.path = f"/run/netns/{self.ns}"
-        self.host_if, self.peer_if = f"dh{inst.id}a", f"dh{inst.id}b"
-        base = ipaddress.IPv4Address(f"10.{100 + n % 40}.{(n >> 8) % 256}.0") + 4 * ((n >> 16) % 60)
-        self.host_ip, self.ip = str(base + 1), str(base + 2)
         sh("ip", "netns", "add", self.ns)
-        sh("ip", "netns", "add", self.outside)
-        self.run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if,
-                 "netns", self.outside)
-        for cmd in (["ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if],
-                    ["ip", "link", "set", self.host_if, "up"], ["ip", "link", "set", "lo", "up"],
+        for cmd in (["ip", "link", "set", "lo", "up"],
                     ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]):  # as Docker sets it
             self.run(*cmd)
-        for cmd in (["ip", "addr", "add", f"{self.ip}/30", "dev", self.peer_if],
-                    ["ip", "link", "set", self.peer_if, "up"], ["ip", "link", "set", "lo", "up"]):
-            self.far(*cmd)
+        self.link = Outside(inst, host_ns=self.ns, tag="h", octet=100)
+        self.outside, self.host_ip, self.ip = self.link.ns, self.link.host_ip, self.link.ip
 
     def run(self, *args, **kw) -> subprocess.CompletedProcess:
         """A command on the stand-in host."""
@@ -105,7 +96,7 @@ class FirewallHost:
                         f"http://{self.host_ip}:{port}/", check=False)
 
     def close(self) -> None:
-        sh("ip", "netns", "del", self.outside, check=False)
+        self.link.close()
         sh("ip", "netns", "del", self.ns, check=False)
 
 

@@ -29,18 +29,21 @@ def sh(*args, check=True, **kw):
 
 
 class Outside:
-    """A netns standing for the internet, linked to the host by its own veth /30."""
+    """A netns standing for the internet, linked to the host (or to a netns standing for
+    it: host_ns) by its own veth /30."""
 
-    def __init__(self, inst):
+    def __init__(self, inst, host_ns: str | None = None, tag: str = "o", octet: int = 150):
         n = int(inst.id, 16)
-        self.ns = f"diyt-{inst.id}-out"
-        self.host_if, self.peer_if = f"do{inst.id}a", f"do{inst.id}b"
-        base = ipaddress.IPv4Address(f"10.{150 + n % 40}.{(n >> 8) % 256}.0") + 4 * ((n >> 16) % 60)
+        self.ns = f"diyt-{inst.id}-{'out' if tag == 'o' else 'far'}"
+        self.on_host = ["nsenter", f"--net=/run/netns/{host_ns}"] if host_ns else []
+        self.host_if, self.peer_if = f"d{tag}{inst.id}a", f"d{tag}{inst.id}b"
+        base = ipaddress.IPv4Address(f"10.{octet + n % 40}.{(n >> 8) % 256}.0") + 4 * ((n >> 16) % 60)
         self.host_ip, self.ip = str(base + 1), str(base + 2)
         sh("ip", "netns", "add", self.ns)
-        sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if, "netns", self.ns)
-        sh("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
-        sh("ip", "link", "set", self.host_if, "up")
+        sh(*self.on_host, "ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if,
+           "netns", self.ns)
+        sh(*self.on_host, "ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+        sh(*self.on_host, "ip", "link", "set", self.host_if, "up")
         for cmd in (["ip", "addr", "add", f"{self.ip}/30", "dev", self.peer_if],
                     ["ip", "link", "set", self.peer_if, "up"], ["ip", "link", "set", "lo", "up"]):
             sh("ip", "netns", "exec", self.ns, *cmd)
@@ -49,7 +52,7 @@ class Outside:
         return sh("ip", "netns", "exec", self.ns, *args, **kw)
 
     def close(self):
-        sh("ip", "link", "del", self.host_if, check=False)
+        sh(*self.on_host, "ip", "link", "del", self.host_if, check=False)
         sh("ip", "netns", "del", self.ns, check=False)
 
 
