@@ -151,8 +151,8 @@ class FirewallStep(Step):
         if want == have:
             detail = self.describe(facts)
             return (nothing if others or not have else applied)(detail)
-        changes = [Change(f"accept {f} in {place}", "-", comment(inst, f)) for place, f in sorted(want - have)]
-        changes += [Change(f"accept {f} in {place}", comment(inst, f), "-") for place, f in sorted(have - want)]
+        changes = [Change(f"rule {f} in {place}", "-", comment(inst, f)) for place, f in sorted(want - have)]
+        changes += [Change(f"rule {f} in {place}", comment(inst, f), "-") for place, f in sorted(have - want)]
         if others or not have:
             return absent(changes)
         return partial(changes)

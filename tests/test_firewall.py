@@ -232,7 +232,7 @@ def test_a_drop_that_came_later_is_caught_by_repair_and_by_start(inst, fwhost):
         before = fwhost.firewall()
         assert fwhost.fetch_from_far(timeout=2).returncode != 0
         plan = fwhost.cli("network.repair", "--check", check=True).stdout
-        assert "would change" in plan and "accept published in nft inet hostfw forward" in plan
+        assert "would change" in plan and "rule published in nft inet hostfw forward" in plan
         assert fwhost.firewall() == before  # --check changed nothing
         fwhost.cli("network.repair", check=True)
         assert wait_served(fwhost) == "hello-from-srv"
