@@ -85,12 +85,10 @@ def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, host
 
 def _run_or_create(params: dict, create_only: bool) -> int:
     """Every parameter of run that RunOptions has goes into it, by name: one list of flags."""
-    from dataclasses import fields
-
     from steps.cli import lifecycle
     from steps.spec import RunOptions
 
-    known = {f.name for f in fields(RunOptions)}
+    known = set(RunOptions._fields)
     opts = RunOptions(**{k: ([] if v is None and k in RUN_ITERABLE else v)
                          for k, v in params.items() if k in known}, command=command_words())
     out = _out(params["check"], params["json"], params["no_rollback"])

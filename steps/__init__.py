@@ -107,18 +107,22 @@ class Step:
         raise NotImplementedError
 
 
-def stage_classes() -> dict[str, type[Step]]:
-    """The registry of stages, imported on demand (heavy modules stay unloaded)."""
-    from steps.cgroup import CgroupStep
-    from steps.firewall import FirewallStep
-    from steps.image import ImageStep
-    from steps.launch import LaunchStep
-    from steps.layers import LayersStep
-    from steps.nat import NatStep
-    from steps.teardown import TeardownStep
-    from steps.veth import VethStep
-    from steps.volumes import VolumesStep
+STAGES = {"image": ("steps.image", "ImageStep"), "layers": ("steps.layers", "LayersStep"),
+          "volumes": ("steps.volumes", "VolumesStep"), "cgroup": ("steps.cgroup", "CgroupStep"),
+          "veth": ("steps.veth", "VethStep"), "nat": ("steps.nat", "NatStep"),
+          "firewall": ("steps.firewall", "FirewallStep"), "launch": ("steps.launch", "LaunchStep"),
+          "teardown": ("steps.teardown", "TeardownStep")}
 
-    classes = (ImageStep, LayersStep, VolumesStep, CgroupStep, VethStep, NatStep, FirewallStep, LaunchStep,
-               TeardownStep)
-    return {cls.name: cls for cls in classes}
+
+def stage_class(name: str) -> type[Step]:
+    """A stage's class, its module imported on first use (a --network none run never imports
+    the networking stages' modules)."""
+    import importlib
+
+    module, cls = STAGES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def stage_classes() -> dict[str, type[Step]]:
+    """Every stage's class (all their modules imported)."""
+    return {name: stage_class(name) for name in STAGES}

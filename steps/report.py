@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 OK, CHANGED, FAILED, SKIPPED, PLANNED = "ok", "changed", "failed", "skipped", "would change"
 _COLOURS = {OK: "32", CHANGED: "33", FAILED: "31", SKIPPED: "36", PLANNED: "33"}
 
 
-@dataclass
-class Result:
+class Result(NamedTuple):
     container: str
     pipeline: str
     step: str
@@ -46,7 +45,7 @@ class Reporter:
         if self.quiet and not self.failing:
             return
         if self.as_json:
-            self._emit({"event": "step", **asdict(result)})
+            self._emit({"event": "step", **result._asdict()})
             return
         label = f"{result.status}:"
         verb = "" if result.action == "apply" else f"{result.action} "

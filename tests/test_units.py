@@ -4,11 +4,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import tarfile
 
 import pytest
 
-from steps import BadInput, Change, Check, config, facts, names
+from steps import BadInput, Change, Check, StepFailed, config, facts, names
 from steps import spec as specs
 from steps.cgroup import desired_files, parse_cpus, parse_memory, parse_pids
 from steps.cli import command_words
@@ -308,3 +309,15 @@ def test_image_json_limits_and_types():
                 {**good, "config": {"User": 0}}, {"rootfs": {}}):
         with pytest.raises(BadInput):
             parse_config(json.dumps(bad).encode(), "c")
+
+
+def test_pipelines_file_read_without_yaml_as_yaml_reads_it():
+    import yaml
+
+    from steps.pipeline import parse_pipelines
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "steps", "pipelines.yaml")
+    text = open(path).read()
+    assert parse_pipelines(text) == {k: [tuple(e.split()) for e in v] for k, v in yaml.safe_load(text).items()}
+    with pytest.raises(StepFailed):
+        parse_pipelines("run:\n  - apply\n")

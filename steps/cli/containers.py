@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from steps import BadInput, DiyError, config
 from steps.names import Names, generate_name
@@ -15,8 +15,7 @@ from steps.report import Reporter
 from steps.state import container_lock, find_container, load_record
 
 
-@dataclass
-class Output:
+class Output(NamedTuple):
     as_json: bool = False
     check: bool = False
     rollback: bool = True
