@@ -218,6 +218,8 @@ def nft_expr(flow: str, bridge: str, net) -> list[dict]:
 def nft_batch(instance, adds: list[tuple[Place, str]], drops: list[Ours], backend: str = "nft") -> None:
     import json
 
+    from steps import nftables
+
     def where(p: Place) -> dict:
         return {"family": p.family, "table": p.table, "chain": p.chain}
 
@@ -226,7 +228,7 @@ def nft_batch(instance, adds: list[tuple[Place, str]], drops: list[Ours], backen
     cmds = [{"delete": {"rule": {**where(o.place), "handle": o.handle}}} for o in drops]
     cmds += [{"insert": {"rule": {**where(p), "expr": nft_expr(f, instance.bridge, instance.network),
                                   "comment": comment(instance, f)}}} for p, f in adds]
-    proc = nf.run(["nft", "-j", "-f", "-"], stdin=json.dumps({"nftables": cmds}))
+    proc = nftables.completed(json.dumps({"nftables": cmds}), json_in=True)
     if proc is None or proc.returncode != 0:
         raise StepFailed(f"cannot change the host's nft chains for bridge {instance.bridge}: "
                          f"{nf.first_line(proc, 'nft')} (firewall_compat: report runs without our accepts)")

@@ -532,7 +532,9 @@ def iptables_nft_tables(ruleset: list[dict]) -> set[str]:
 
 def read_firewall(own_table: str) -> Firewall:
     """Every table that can hold a chain our traffic meets, but our own (both families)."""
-    proc = run(["nft", "-j", "list", "ruleset"])
+    from steps import nftables
+
+    proc = nftables.completed("list ruleset", json_out=True)
     if proc is None or proc.returncode != 0:
         return Firewall([], [f"nftables: {first_line(proc, 'nft')}"])
     ruleset = json.loads(proc.stdout or "{}").get("nftables", [])

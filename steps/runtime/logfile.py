@@ -4,22 +4,19 @@ One JSON object per line, {"log": TEXT, "stream": "stdout"|"stderr", "time": RFC
 in container.log; when it reaches max-size it becomes container.log.1 (the older ones move to
 .2, ...) and a new one starts, keeping max-file files in all. The writer is the monitor's relay
 tee: one write per chunk the container wrote, never per byte, and never blocking the container
-(a write error - a full disk - drops the records and counts them).
+(a write error - a full disk - drops the records and counts them). The writer lives in
+steps/runtime/shim.py, which the detached monitor runs under a bare interpreter: one writer for
+both paths.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import time
-from json.encoder import encode_basestring_ascii as escape
 
 from steps import BadInput
+from steps.runtime.shim import DEFAULT_OPTS, SPLIT, LogWriter, encode, stamp  # noqa: F401 (the writer, shared)
 
-# Docker's json-file default is unbounded, which is how a chatty container fills a disk: capped
-# here by default, 30 MiB at most per container.
-DEFAULT_OPTS = {"max-size": 10 * 1024 * 1024, "max-file": 3}
-SPLIT = 16 * 1024  # Docker splits a longer line into 16 KiB records, each without its newline
 _SIZE = re.compile(r"^(\d+)([kmg]?)b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
@@ -49,95 +46,6 @@ def parse_size(item: str, value: str) -> int:
     if size < 1024:
         raise BadInput(f"bad log-opt {item!r}: max-size is at least 1k, with k, m or g, e.g. max-size=10m")
     return size
-
-
-# --- writing (the monitor) -------------------------------------------------------
-
-def stamp(ns: int) -> str:
-    """RFC3339Nano in UTC with all nine digits, as `docker logs --timestamps` prints it; fixed
-    width, so records compare as strings."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
-
-
-def encode(stream: str, data: bytes, when: str) -> list[str]:
-    """The records of one chunk: a line each; what follows the last newline is a record of
-    its own (the pipe had no more for now), and so is every 16 KiB of a longer line. Bad
-    UTF-8 becomes U+FFFD, as with Docker. ASCII-only JSON, so a record's length is its size."""
-    suffix = f',"stream":"{stream}","time":"{when}"}}\n'
-    parts = data.decode(errors="replace").split("\n")
-    lines = [part + "\n" for part in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    if len(data) > SPLIT and any(len(line) > SPLIT for line in lines):
-        lines = [line[i:i + SPLIT] for line in lines for i in range(0, len(line), SPLIT)]
-    return ['{"log":' + escape(line) + suffix for line in lines]  # escape: json's C encoder
-
-
-class LogWriter:
-    """Appends records to the container's log, rotating at max-size."""
-
-    def __init__(self, path: str, opts: dict | None = None):
-        opts = {**DEFAULT_OPTS, **(opts or {})}
-        self.path, self.max_size, self.max_file = path, opts["max-size"], opts["max-file"]
-        self.fd: int | None = None
-        self.size = 0
-        self.dropped = 0  # records lost to write errors: the container must never wait for a disk
-
-    def open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        self.size = os.fstat(self.fd).st_size
-
-    def record(self, stream: str, data: bytes) -> None:
-        records = encode(stream, data, stamp(time.time_ns()))
-        if not records:
-            return
-        blob = "".join(records)
-        if self.size + len(blob) - len(records[-1]) < self.max_size:  # no rotation in this chunk
-            self.write(blob.encode(), len(records))
-            return
-        batch: list[str] = []
-        used = 0
-        for rec in records:  # as Docker: rotate once the file has reached max-size, so a file
-            if batch and self.size + used >= self.max_size:  # is at most max-size + one record
-                self.write("".join(batch).encode(), len(batch))
-                batch, used = [], 0
-            if not batch and self.size >= self.max_size:
-                self.rotate()
-            batch.append(rec)
-            used += len(rec)
-        if batch:
-            self.write("".join(batch).encode(), len(batch))
-
-    def write(self, blob: bytes, count: int) -> None:
-        try:
-            if self.fd is None:
-                self.open()
-            while blob:
-                n = os.write(self.fd, blob)
-                self.size += n
-                blob = blob[n:]
-        except OSError:
-            self.dropped += count
-
-    def rotate(self) -> None:
-        """container.log -> .1 -> .2 ...; the oldest beyond max-file goes. Readers that follow
-        notice the new inode at the path."""
-        self.close()
-        try:
-            if self.max_file == 1:
-                os.unlink(self.path)
-            for i in range(self.max_file - 1, 0, -1):
-                older = self.path if i == 1 else f"{self.path}.{i - 1}"
-                if os.path.exists(older):
-                    os.replace(older, f"{self.path}.{i}")
-        except OSError:
-            pass  # keep appending to whatever is there: losing history beats losing the container
-        self.size = 0
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 # --- reading (`logs`, `attach`) ----------------------------------------------------

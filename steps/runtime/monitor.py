@@ -5,6 +5,11 @@ forks a daemon monitor that outlives the command. Either way the monitor is
 a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER), so the init - forked by
 a short-lived setup process to land in the new pid namespace as PID 1 - is
 reparented to it and its exit status is ours to read.
+
+A detached monitor does not stay this big while its container runs: once the init runs it
+execve()s steps/runtime/shim.py under a bare interpreter (same pid, children and relay fds),
+which relays, forwards signals and reaps the init, then execve()s the whole tool again
+(resume_after_shim, below) to record the exit, run the restart policy and clean up.
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ class Monitor:
         self.previous: dict = {}
         self.oom_base = 0  # the cgroup's oom_kill count when this run began (it outlives restarts)
         self.began = time.monotonic()
+        self.shim = False  # a detached monitor: wait() hands the running container to the shim
+        self.backoff = None  # the restart policy's back-off (steps/runtime/restart.py), kept across execs
 
     def spawn(self) -> int:
         """Start the init; returns its pid once it has exec'd the command."""
@@ -139,7 +146,9 @@ class Monitor:
 
     def wait(self) -> int:
         """Relay the container's terminal or pipes until the init ends; returns its exit
-        code as a shell reports it."""
+        code as a shell reports it. A detached monitor execs the shim instead, never returns."""
+        if self.shim:
+            self.exec_shim()
         try:
             self.stdio.relay(self.init_pid)
             _, status = os.waitpid(self.init_pid, 0)
@@ -149,6 +158,39 @@ class Monitor:
         finally:
             for s in FORWARDED:  # nothing to forward to now; the clean-up must not be cut short
                 signal.signal(s, signal.SIG_IGN)
+
+    def exec_shim(self) -> None:
+        """Become the shim (steps/runtime/shim.py) for as long as the init runs: the relay's fds
+        stay open at their numbers, everything else is close-on-exec; the forwarded signals are
+        blocked across the exec (pending ones are forwarded once the shim has its handlers)."""
+        stdio = self.stdio
+        pairs = dict(stdio.pairs)
+        relayed = {fd for pair in pairs.items() for fd in pair if fd is not None}
+        for fd in relayed:
+            os.set_inheritable(fd, True)
+        log = stdio.log
+        log.close()
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        back = [sys.executable, "-c", RESUME, root, f"name={self.ctx.names.container}",
+                f"init={self.init_pid}:{self.init_start}", f"oom_base={self.oom_base}",
+                f"began={self.began!r}", f"backoff={self.backoff.delay if self.backoff else 0.0!r}"]
+        argv = [sys.executable, "-I", "-S", shim_program(self.ctx.instance.run_root),
+                f"init={self.init_pid}", f"log={log.path}", f"max_size={log.max_size}",
+                f"max_file={log.max_file}",
+                "pairs=" + ",".join(f"{src}:{'-' if dst is None else dst}" for src, dst in pairs.items()),
+                "tee=" + ",".join(f"{fd}:{stream}" for fd, stream in stdio.streams.items()),
+                "listeners=" + ",".join(map(str, stdio.listeners)),
+                "to_container=" + ",".join(map(str, stdio.to_container)),
+                f"socket={stdio.socket_path if stdio.listeners else ''}", "--", *back]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            os.execv(argv[0], argv)
+        except OSError as e:  # no interpreter to become (it went?): relay here, as before
+            print(f"monitor: cannot exec the shim: {e}", file=sys.stderr, flush=True)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+            self.shim = False
 
     # --- after the exit ------------------------------------------------------
 
@@ -210,6 +252,45 @@ class Monitor:
             return False
 
 
+def shim_program(run_root: str) -> str:
+    """The shim's file to run: its compiled form (compiling the source at every start leaves the
+    shim about 1 MiB bigger) - the package's own when current, else one compiled into RUN_ROOT
+    (PYTHONDONTWRITEBYTECODE, a read-only tree); the source when neither can be had."""
+    from steps.runtime import shim
+
+    source = os.path.abspath(shim.__file__)
+    try:
+        st = os.stat(source)
+    except OSError:
+        return source
+    ours = os.path.join(run_root, f"shim.{sys.implementation.cache_tag}.pyc")
+    for cached in (getattr(shim, "__cached__", None), ours):
+        if cached and current(cached, st):
+            return os.path.abspath(cached)
+    try:
+        import py_compile
+
+        py_compile.compile(source, cfile=ours, doraise=True)  # written atomically, as imports do
+        if current(ours, st):
+            return ours
+    except (OSError, py_compile.PyCompileError):
+        pass
+    return source
+
+
+def current(cached: str, st: os.stat_result) -> bool:
+    """Whether cached is the compiled form of the source whose stat is st (a timestamp pyc)."""
+    from importlib.util import MAGIC_NUMBER
+
+    try:
+        with open(cached, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return head == MAGIC_NUMBER + b"\0\0\0\0" + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") \
+        + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+
+
 def container_log(ctx):
     """The writer of the container's log (json-file), opened now so that a start fails early."""
     from steps.runtime.logfile import LogWriter
@@ -248,9 +329,6 @@ def spawn_detached(ctx, resume: Monitor | None = None, code: int = 0) -> int:
 
 def daemon(ctx, w: int, resume: Monitor | None = None, code: int = 0) -> None:
     """The detached monitor's life; never returns."""
-    from steps.report import Reporter
-    from steps.runtime.restart import supervise
-
     try:
         os.chdir("/")  # do not pin the caller's working directory for the container's life
         # The monitor's own words (a traceback, a dropped-records count) go to a file of its
@@ -264,6 +342,7 @@ def daemon(ctx, w: int, resume: Monitor | None = None, code: int = 0) -> None:
         os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))  # the caller's locks among them
         ctx.attach = False
         monitor = resume or Monitor(ctx)
+        monitor.shim = True
         if resume:
             monitor.record_runtime()  # the runtime state names this monitor from now on
         pid = monitor.init_pid if resume else monitor.spawn()
@@ -274,10 +353,51 @@ def daemon(ctx, w: int, resume: Monitor | None = None, code: int = 0) -> None:
             os.write(w, f"err {getattr(e, 'code', EXIT_DIY_FAILED)} {e}".encode(errors="replace"))
         finally:
             os._exit(1)
+    after_exit(monitor, code if resume else monitor.wait())
+
+
+def after_exit(monitor: Monitor, code: int) -> None:
+    """The restart policy, then the clean-up; never returns. A relaunch hands the new run to
+    the shim again (monitor.wait execs it)."""
+    from steps.report import Reporter
+    from steps.runtime.restart import supervise
+
     try:
-        code = supervise(monitor, code if resume else monitor.wait())
+        code = supervise(monitor, code)
         with open(os.devnull, "w") as quiet:  # the steps go to the journal
-            monitor.finish(code, Reporter(stream=quiet, color=False), remove=ctx.spec.get("rm", False))
+            monitor.finish(code, Reporter(stream=quiet, color=False), remove=monitor.ctx.spec.get("rm", False))
     except BaseException as e:  # noqa: BLE001
         print(f"monitor: {e}", file=sys.stderr, flush=True)
     os._exit(0)
+
+
+# The whole tool again after the shim: the package's root first on sys.path (as the caller had it).
+RESUME = ("import sys; sys.path.insert(0, sys.argv[1]); "
+          "from steps.runtime.monitor import resume_after_shim as r; r(sys.argv[2:])")
+
+
+def resume_after_shim(argv: list[str]) -> None:
+    """The shim's exec back, after the init exited: KEY=VALUE words (name, init=PID:START,
+    oom_base, began, backoff, code). The container's record is its spec, as for `start`."""
+    from steps import config
+    from steps.names import Names
+    from steps.pipeline import Context
+    from steps.runtime.restart import Backoff
+
+    try:
+        opts = dict(word.split("=", 1) for word in argv)
+        instance = config.load()
+        names = Names(instance, opts["name"])
+        record = load_record(names)
+        monitor = Monitor(Context(instance, names, record or {"name": opts["name"]}, attach=False))
+        pid, _, start = opts["init"].partition(":")
+        monitor.init_pid, monitor.init_start = int(pid), int(start)
+        monitor.oom_base = int(opts["oom_base"])
+        monitor.began = float(opts["began"])
+        monitor.backoff = Backoff(float(opts["backoff"]))
+        monitor.shim = True
+        code = int(opts["code"])
+    except BaseException as e:  # noqa: BLE001
+        print(f"monitor: cannot resume after the shim: {e}", file=sys.stderr, flush=True)
+        os._exit(1)
+    after_exit(monitor, code)

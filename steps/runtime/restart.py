@@ -69,8 +69,8 @@ def at_boot(record: dict) -> bool:
 class Backoff:
     """The delays before successive restarts."""
 
-    def __init__(self) -> None:
-        self.delay = 0.0
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay  # a detached monitor carries it across its execs (steps/runtime/monitor.py)
 
     def next(self, ran: float) -> float:
         """The delay before the next restart, after a run of `ran` seconds."""
@@ -180,7 +180,9 @@ def supervise(monitor, code: int) -> int:
     Returns the last run's exit code, for the clean-up (the stop pipeline)."""
     if not monitor.ctx.spec.get("restart"):
         return code
-    backoff = Backoff()
+    if getattr(monitor, "backoff", None) is None:
+        monitor.backoff = Backoff()
+    backoff = monitor.backoff
     while decide(monitor, code):
         if not pause(monitor.ctx.names, backoff.next(time.monotonic() - monitor.began)):
             return code
@@ -192,5 +194,5 @@ def supervise(monitor, code: int) -> int:
             journal(monitor.ctx.names, {"pipeline": "restart", "step": "launch", "result": "failed",
                                         "detail": str(e)})
             continue
-        code = monitor.wait()
+        code = monitor.wait()  # a detached monitor execs the shim here; its exit comes back to resume
     return code

@@ -1,0 +1,343 @@
+"""The detached monitor's small body while the container runs, and the json-file log writer.
+
+A detached monitor launches the init with the whole tool, then execve()s this file under a bare
+interpreter (`python -I -S shim.py ...`: no site, no package, only builtin modules - about 3 MiB
+of anonymous memory instead of some 25) that keeps the monitor's pid, its children and the fds
+it was handed. It relays the container's output into the log (rotating it), serves the attach
+socket, forwards signals to the init, reaps it, then execve()s the whole tool again with the
+exit code to record it, run the clean-up and the restart policy (steps/runtime/monitor.py,
+resume). Everything comes in argv, KEY=VALUE words (see main), then `--` and the argv to exec
+after the exit, to which CODE=N is appended; the fds named there are open and inheritable.
+
+Imported as steps.runtime.shim, it is the log writer of every run (steps/runtime/logfile.py):
+one writer for both paths. Only builtin modules here (posix, not os: os pulls in more).
+"""
+import posix
+import time
+
+_ESC = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_py(text: str) -> str:
+    """json's encode_basestring_ascii, for an interpreter built without _json."""
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if ch in _ESC:
+            out.append(_ESC[ch])
+        elif 0x20 <= o < 0x7F:
+            out.append(ch)
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            o -= 0x10000
+            out.append(f"\\u{0xD800 | (o >> 10):04x}\\u{0xDC00 | (o & 0x3FF):04x}")
+    return '"' + "".join(out) + '"'
+
+
+try:
+    from _json import encode_basestring_ascii as escape  # json's own C encoder
+except ImportError:
+    escape = escape_py
+
+# Docker's json-file default is unbounded, which is how a chatty container fills a disk: capped
+# here by default, 30 MiB at most per container.
+DEFAULT_OPTS = {"max-size": 10 * 1024 * 1024, "max-file": 3}
+SPLIT = 16 * 1024  # Docker splits a longer line into 16 KiB records, each without its newline
+CHUNK = 65536
+FORWARDED = (2, 15, 1, 3, 10, 12)  # SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (as monitor.py)
+SIGKILL = 9
+
+
+# --- the log (json-file) ---------------------------------------------------------
+
+def stamp(ns: int) -> str:
+    """RFC3339Nano in UTC with all nine digits, as `docker logs --timestamps` prints it; fixed
+    width, so records compare as strings."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def encode(stream: str, data: bytes, when: str) -> list:
+    """The records of one chunk: a line each; what follows the last newline is a record of
+    its own (the pipe had no more for now), and so is every 16 KiB of a longer line. Bad
+    UTF-8 becomes U+FFFD, as with Docker. ASCII-only JSON, so a record's length is its size."""
+    suffix = f',"stream":"{stream}","time":"{when}"}}\n'
+    parts = data.decode(errors="replace").split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    if len(data) > SPLIT and any(len(line) > SPLIT for line in lines):
+        lines = [line[i:i + SPLIT] for line in lines for i in range(0, len(line), SPLIT)]
+    return ['{"log":' + escape(line) + suffix for line in lines]
+
+
+def _exists(path: str) -> bool:
+    try:
+        posix.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+class LogWriter:
+    """Appends records to the container's log, rotating at max-size: container.log becomes
+    container.log.1 (the older ones move to .2, ...), keeping max-file files in all. Never
+    blocks the container: a write error (a full disk) drops the records and counts them."""
+
+    def __init__(self, path: str, opts: dict = None):
+        opts = {**DEFAULT_OPTS, **(opts or {})}
+        self.path, self.max_size, self.max_file = path, opts["max-size"], opts["max-file"]
+        self.fd = None
+        self.size = 0
+        self.dropped = 0
+
+    def open(self) -> None:
+        self.fd = posix.open(self.path, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND | posix.O_CLOEXEC, 0o640)
+        self.size = posix.fstat(self.fd).st_size
+
+    def record(self, stream: str, data: bytes) -> None:
+        records = encode(stream, data, stamp(time.time_ns()))
+        if not records:
+            return
+        blob = "".join(records)
+        if self.size + len(blob) - len(records[-1]) < self.max_size:  # no rotation in this chunk
+            self.write(blob.encode(), len(records))
+            return
+        batch = []
+        used = 0
+        for rec in records:  # as Docker: rotate once the file has reached max-size, so a file
+            if batch and self.size + used >= self.max_size:  # is at most max-size + one record
+                self.write("".join(batch).encode(), len(batch))
+                batch, used = [], 0
+            if not batch and self.size >= self.max_size:
+                self.rotate()
+            batch.append(rec)
+            used += len(rec)
+        if batch:
+            self.write("".join(batch).encode(), len(batch))
+
+    def write(self, blob: bytes, count: int) -> None:
+        try:
+            if self.fd is None:
+                self.open()
+            while blob:
+                n = posix.write(self.fd, blob)
+                self.size += n
+                blob = blob[n:]
+        except OSError:
+            self.dropped += count
+
+    def rotate(self) -> None:
+        """container.log -> .1 -> .2 ...; the oldest beyond max-file goes. Readers that follow
+        notice the new inode at the path."""
+        self.close()
+        try:
+            if self.max_file == 1:
+                posix.unlink(self.path)
+            for i in range(self.max_file - 1, 0, -1):
+                older = self.path if i == 1 else f"{self.path}.{i - 1}"
+                if _exists(older):
+                    posix.replace(older, f"{self.path}.{i}")
+        except OSError:
+            pass  # keep appending to whatever is there: losing history beats losing the container
+        self.size = 0
+
+    def close(self) -> None:
+        if self.fd is not None:
+            posix.close(self.fd)
+            self.fd = None
+
+
+# --- the relay (as steps/runtime/terminal.py's Relay, detached: output to the log only) -----
+
+class Relay:
+    def __init__(self, pairs: dict, to_container: set, tee: dict, log, listeners: set):
+        self.pairs = pairs  # source -> destination fd, or None: recorded only
+        self.pending = {dst: b"" for dst in pairs.values() if dst is not None}
+        self.to_container, self.tee, self.log, self.listeners = to_container, tee, log, listeners
+        self.clients = set()  # `attach` connections: what they send goes to their listener's destination
+        for dst in self.pending:
+            posix.set_blocking(dst, False)
+
+    def run(self, pidfd: int) -> None:
+        import select
+
+        while True:
+            readers = [s for s, d in self.pairs.items() if d is None or len(self.pending[d]) < CHUNK]
+            writers = [d for d, data in self.pending.items() if data]
+            try:
+                r, w, _ = select.select(readers + [pidfd], writers, [])
+            except InterruptedError:
+                continue
+            for dst in w:
+                self.flush(dst)
+            for src in r:
+                if src != pidfd:
+                    self.pump(src)
+            if pidfd in r:
+                break
+        quiet = self.to_container | self.listeners | self.clients
+        for src in [s for s in self.pairs if s not in quiet]:  # what it wrote before it ended
+            posix.set_blocking(src, False)
+            while src in self.pairs:
+                self.pump(src) if select.select([src], [], [], 0)[0] else self.pairs.pop(src)
+        for dst in list(self.pending):
+            try:
+                posix.set_blocking(dst, True)
+                while self.pending[dst]:
+                    self.pending[dst] = self.pending[dst][posix.write(dst, self.pending[dst]):]
+            except OSError:
+                pass
+
+    def pump(self, src: int) -> None:
+        if src in self.listeners:
+            return self.accept(src)
+        try:
+            data = posix.read(src, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""  # EIO: the pty's other side is closed
+        dst = self.pairs[src]
+        if not data:
+            del self.pairs[src]
+            if src in self.clients:  # one attach ended; the container's stdin stays open
+                self.clients.discard(src)
+                posix.close(src)
+            elif src in self.to_container and dst not in self.pairs.values():
+                self.flush(dst)
+                if not self.pending.get(dst) and dst in self.pending:
+                    del self.pending[dst]
+                    posix.close(dst)
+            return
+        if src in self.tee:
+            self.log.record(self.tee[src], data)
+        if dst is not None:
+            self.pending[dst] += data
+            self.flush(dst)
+
+    def accept(self, listener: int) -> None:
+        import _socket
+
+        sock = _socket.socket(fileno=listener)
+        try:
+            fd, _ = sock._accept()
+        except OSError:
+            return
+        finally:
+            sock.detach()  # the fd stays ours
+        posix.set_inheritable(fd, False)
+        self.clients.add(fd)
+        self.pairs[fd] = self.pairs[listener]
+
+    def flush(self, dst: int) -> None:
+        data = self.pending.get(dst)
+        if not data:
+            return
+        try:
+            sent = posix.write(dst, data)
+        except BlockingIOError:
+            return
+        except OSError:
+            sent = len(data)  # the reader is gone: drop what it would never read
+        self.pending[dst] = data[sent:]
+
+
+# --- the monitor's body ------------------------------------------------------------
+
+def catches(pid: int, signo: int) -> bool:
+    """Whether pid has a handler for signo (SigCgt in /proc/PID/status)."""
+    try:
+        fd = posix.open(f"/proc/{pid}/status", posix.O_RDONLY | posix.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        text = posix.read(fd, 1 << 16)
+    finally:
+        posix.close(fd)
+    for line in text.split(b"\n"):
+        if line.startswith(b"SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signo - 1) & 1)
+    return False
+
+
+def fds(text: str) -> list:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv: list) -> None:
+    import _signal
+
+    split = argv.index("--")
+    opts = dict(word.split("=", 1) for word in argv[:split])
+    back = argv[split + 1:]
+    init = int(opts["init"])
+    interrupts = 0
+
+    def forward(signo, _frame):
+        """PID 1 ignores signals it has no handler for: send what the default action would do."""
+        nonlocal interrupts
+        interrupts += signo == 2
+        try:
+            posix.kill(init, signo if interrupts < 2 and catches(init, signo) else SIGKILL)
+        except OSError:
+            pass
+
+    for s in FORWARDED:
+        _signal.signal(s, forward)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, FORWARDED)  # blocked across the exec: none is lost
+
+    log = LogWriter(opts["log"], {"max-size": int(opts["max_size"]), "max-file": int(opts["max_file"])})
+    try:
+        log.open()
+    except OSError:
+        pass
+    tee = {}
+    for word in opts["tee"].split(","):
+        if word:
+            fd, stream = word.split(":")
+            tee[int(fd)] = stream
+    pairs = {}
+    for word in opts["pairs"].split(","):
+        if word:
+            src, dst = word.split(":")
+            pairs[int(src)] = None if dst == "-" else int(dst)
+    relayed = {fd for pair in pairs.items() for fd in pair if fd is not None}
+    for fd in relayed:
+        posix.set_inheritable(fd, False)  # never into the clean-up's process
+    pidfd = posix.pidfd_open(init)
+    try:
+        Relay(pairs, set(fds(opts["to_container"])), tee, log, set(fds(opts["listeners"]))).run(pidfd)
+    finally:
+        posix.close(pidfd)
+    for fd in relayed:
+        try:
+            posix.close(fd)
+        except OSError:
+            pass
+    if opts.get("socket"):
+        try:
+            posix.unlink(opts["socket"])
+        except OSError:
+            pass
+    log.close()
+    if log.dropped:
+        posix.write(2, f"diy-docker: cannot write {log.path}: {log.dropped} log records dropped\n".encode())
+    try:
+        _, status = posix.waitpid(init, 0)
+        code = 128 + posix.WTERMSIG(status) if posix.WIFSIGNALED(status) else posix.WEXITSTATUS(status)
+    except ChildProcessError:
+        code = 125
+    for s in FORWARDED:  # nothing to forward to now; the clean-up must not be cut short
+        _signal.signal(s, _signal.SIG_IGN)
+    posix.execve(back[0], back + [f"code={code}"], posix.environ)
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        main(sys.argv[1:])
+    except BaseException as e:  # noqa: BLE001
+        posix.write(2, f"monitor: {type(e).__name__}: {e}\n".encode(errors="replace"))
+        posix._exit(1)
