@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from steps import BadInput, DiyError, config
@@ -50,6 +49,8 @@ def import_rootfs(path: str, ref: str) -> int:
 
 def from_docker(ref: str) -> int:
     """`docker save` from a local Docker daemon, then load (the toy's way, layers kept)."""
+    import subprocess  # here: the other commands start without it
+
     key = canonical(ref)
     docker = docker_cli()
     store = Store(config.load())
@@ -68,6 +69,7 @@ def from_docker(ref: str) -> int:
 
 
 def docker_cli() -> str:
+    import subprocess
     from shutil import which
 
     docker = which("docker")

@@ -2,8 +2,8 @@
 
 Python's tarfile is not safe as-is for image layers: its default follows
 symlinks while writing, and its "data" filter breaks real images (setuid
-bits, absolute symlinks, devices). libarchive's disk writer (through
-libarchive-c) is, with its secure flags, and it is 3-5x faster. Here:
+bits, absolute symlinks, devices). libarchive's disk writer (through ctypes,
+steps/image/archive.py) is, with its secure flags, and it is 3-5x faster. Here:
   - a member path with '..' is refused; a leading '/' is stripped (GNU tar's way);
   - nothing is written through a symlink: a member below a symlink (or a file)
     of the layer is refused, a member over a symlink replaces it;
@@ -30,6 +30,8 @@ import stat
 from typing import BinaryIO
 
 from steps import BadInput
+from steps.image import archive
+from steps.image.archive import EOF, OK, ArchiveError
 from steps.image.streams import CHUNK, Feeder, FileHasher, plain_file
 
 PIPE_SIZE = 1 << 20
@@ -52,73 +54,26 @@ def shown(name: bytes) -> str:
     return repr(name.decode("utf-8", "replace"))
 
 
-class Libarchive:
-    """The few libarchive calls libarchive-c leaves out, bound once."""
-
-    def __init__(self):
-        from libarchive import ffi
-
-        self.ffi = ffi
-        e = ffi.c_archive_entry_p
-        self.copy_hardlink = ffi.ffi("entry_copy_hardlink", [e, ctypes.c_char_p], None)
-        self.xattr_reset = ffi.ffi("entry_xattr_reset", [e], ctypes.c_int)
-        self.xattr_clear = ffi.ffi("entry_xattr_clear", [e], None)
-        self.xattr_next = ffi.ffi("entry_xattr_next", [e, ctypes.POINTER(ctypes.c_char_p),
-                                                       ctypes.POINTER(ctypes.c_void_p),
-                                                       ctypes.POINTER(ctypes.c_size_t)], ctypes.c_int)
-        self.xattr_add = ffi.ffi("entry_xattr_add_entry", [e, ctypes.c_char_p, ctypes.c_void_p,
-                                                           ctypes.c_size_t], None)
-        self.hardlink = ffi.ffi("entry_hardlink", [e], ctypes.c_char_p)
-        ffi.ffi("entry_filetype", [e], ctypes.c_int)
-        self.pathname = ffi.ffi("entry_pathname", [e], ctypes.c_char_p)
-
-    def drop_overlay_xattrs(self, entry) -> None:
-        """Keep every xattr but overlayfs's own, which would change how the layer is read."""
-        if not self.xattr_reset(entry):
-            return
-        keep, dropped = [], False
-        name, value, size = ctypes.c_char_p(), ctypes.c_void_p(), ctypes.c_size_t()
-        while self.xattr_next(entry, ctypes.byref(name), ctypes.byref(value), ctypes.byref(size)) == 0:
-            if name.value.startswith(b"trusted.overlay."):
-                dropped = True
-            else:
-                keep.append((name.value, ctypes.string_at(value, size.value)))
-        if dropped:
-            self.xattr_clear(entry)
-            for key, data in keep:
-                self.xattr_add(entry, key, data, len(data))
-
-
-_LIB: Libarchive | None = None
-
-
-def lib() -> Libarchive:
-    global _LIB
-    if _LIB is None:
-        find_libarchive()
-        _LIB = Libarchive()
-    return _LIB
-
-
-def find_libarchive() -> None:
-    """Name the library for libarchive-c, sparing ctypes' find_library (it runs ldconfig and gcc)."""
-    import glob
-
-    if "LIBARCHIVE" in os.environ:
+def drop_overlay_xattrs(lb: archive.Lib, entry) -> None:
+    """Keep every xattr but overlayfs's own, which would change how the layer is read."""
+    if not lb.xattr_reset(entry):
         return
-    for pattern in ("/usr/lib/*/libarchive.so.13", "/usr/lib64/libarchive.so.13", "/usr/lib/libarchive.so.13"):
-        found = sorted(glob.glob(pattern))
-        if found:
-            os.environ["LIBARCHIVE"] = found[0]
-            return
+    keep, dropped = [], False
+    name, value, size = ctypes.c_char_p(), ctypes.c_void_p(), ctypes.c_size_t()
+    while lb.xattr_next(entry, ctypes.byref(name), ctypes.byref(value), ctypes.byref(size)) == 0:
+        if name.value.startswith(b"trusted.overlay."):
+            dropped = True
+        else:
+            keep.append((name.value, ctypes.string_at(value, size.value)))
+    if dropped:
+        lb.xattr_clear(entry)
+        for key, data in keep:
+            lb.xattr_add(entry, key, data, len(data))
 
 
 def write_flags() -> int:
-    find_libarchive()
-    from libarchive import extract as x
-
-    return (x.EXTRACT_OWNER | x.EXTRACT_PERM | x.EXTRACT_TIME | x.EXTRACT_XATTR
-            | x.EXTRACT_SECURE_NODOTDOT | x.EXTRACT_SECURE_NOABSOLUTEPATHS)
+    return (archive.EXTRACT_OWNER | archive.EXTRACT_PERM | archive.EXTRACT_TIME | archive.EXTRACT_XATTR
+            | archive.EXTRACT_SECURE_NODOTDOT | archive.EXTRACT_SECURE_NOABSOLUTEPATHS)
 
 
 class LayerWriter:
@@ -126,17 +81,30 @@ class LayerWriter:
 
     The layer directory starts empty and only this writer fills it, so the kind
     of every path it made (directory, symlink, other) is known here: a member
-    below a symlink or a file is refused without asking the filesystem."""
+    below a symlink or a file is refused without asking the filesystem. Parent
+    paths found to be directories all the way are remembered (most members share
+    theirs), with every prefix of theirs: a member that is not a directory landing
+    on one of those forgets them all."""
 
     def __init__(self, dest: str):
         self.dest = dest
+        self.lib = archive.lib()
         self.kinds: dict[bytes, int] = {}
+        self.checked: set[bytes] = set()  # parent paths known to be directories all the way
+        self.prefixes: set[bytes] = set()  # every prefix of those (themselves included)
         self.whiteouts: list[list[bytes]] = []
         self.opaque: list[list[bytes]] = []
         self.buffers = (ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_longlong())
+        self.block_args: tuple = ()
+        self.read_p = self.write_p = None
 
-    def member(self, read_p, entry) -> None:
-        lb = lib()
+    def start(self, read_p, write_p) -> None:
+        self.read_p, self.write_p = read_p, write_p
+        buff, size, offset = self.buffers
+        self.block_args = (read_p, ctypes.byref(buff), ctypes.byref(size), ctypes.byref(offset))
+
+    def member(self, entry) -> None:
+        lb = self.lib
         raw = lb.pathname(entry)
         if raw is None:
             raise BadInput("refusing a tar member without a name")
@@ -148,39 +116,61 @@ class LayerWriter:
             return
         self.check_parents(raw, parts, "its parent")
         path = b"/".join(parts)
-        if self.kinds.get(path, stat.S_IFDIR) != stat.S_IFDIR:
+        known = self.kinds.get(path, stat.S_IFDIR)
+        if known != stat.S_IFDIR:
             os.unlink(path)  # never let libarchive decide to follow what is there
-        lb.ffi.entry_copy_pathname(entry, path)
+        lb.copy_pathname(entry, path)
         target = lb.hardlink(entry)
         if target is not None:
-            target_parts = self.hardlink_parts(raw, target)
-            lb.copy_hardlink(entry, b"/".join(target_parts))
-            lb.ffi.entry_set_size(entry, 0)  # a link shares its target's content: no data to write
-        lb.drop_overlay_xattrs(entry)
-        try:
-            lb.ffi.write_header(self.write_p, entry)
-        except lb.ffi.ArchiveError as e:
-            raise BadInput(f"refusing tar member {shown(raw)}: {e.msg}") from None
-        self.kinds[path] = lb.ffi.entry_filetype(entry) if target is None else self.kinds[b"/".join(target_parts)]
-        self.copy_data(read_p)
+            target_path = b"/".join(self.hardlink_parts(raw, target))
+            lb.copy_hardlink(entry, target_path)
+            lb.set_size(entry, 0)  # a link shares its target's content: no data to write
+            kind = self.kinds[target_path]
+        else:
+            kind = lb.filetype(entry)
+        drop_overlay_xattrs(lb, entry)
+        ret = lb.write_header(self.write_p, entry)
+        if ret != OK:
+            try:
+                lb.check(self.write_p, ret)
+            except ArchiveError as e:
+                raise BadInput(f"refusing tar member {shown(raw)}: {e.msg}") from None
+        if kind != stat.S_IFDIR and path in self.prefixes:
+            self.checked.clear()  # a directory on the way replaced: all checked again
+            self.prefixes.clear()
+        self.kinds[path] = kind
+        self.copy_data()
 
     def check_parents(self, raw: bytes, parts: list[bytes], what: str) -> None:
-        for i in range(1, len(parts)):
-            kind = self.kinds.get(b"/".join(parts[:i]), stat.S_IFDIR)
+        if len(parts) < 2:
+            return
+        parent = b"/".join(parts[:-1])
+        if parent in self.checked:
+            return
+        prefixes = [b"/".join(parts[:i]) for i in range(1, len(parts))]
+        for i, prefix in enumerate(prefixes, 1):
+            kind = self.kinds.get(prefix, stat.S_IFDIR)
             if kind == stat.S_IFLNK:
                 raise BadInput(f"refusing tar member {shown(raw)}: {what} {shown(parts[i - 1])} is a "
                                "symlink and writing through it could leave the image root")
             if kind != stat.S_IFDIR:
                 raise BadInput(f"refusing tar member {shown(raw)}: {what} {shown(parts[i - 1])} "
                                "is not a directory")
+        self.checked.add(parent)
+        self.prefixes.update(prefixes)
 
-    def copy_data(self, read_p) -> None:
-        ffi = lib().ffi
+    def copy_data(self) -> None:
+        lb, write_p, args = self.lib, self.write_p, self.block_args
         buff, size, offset = self.buffers
-        args = (read_p, ctypes.byref(buff), ctypes.byref(size), ctypes.byref(offset))
-        while ffi.read_data_block(*args) != ffi.ARCHIVE_EOF:
-            ffi.write_data_block(self.write_p, buff, size, offset)
-        ffi.write_finish_entry(self.write_p)
+        while (ret := lb.read_data_block(*args)) != EOF:
+            if ret != OK:
+                lb.check(self.read_p, ret)
+            ret = lb.write_data_block(write_p, buff, size, offset)
+            if ret != OK:
+                lb.check(write_p, ret)
+        ret = lb.write_finish_entry(write_p)
+        if ret != OK:
+            lb.check(write_p, ret)
 
     def hardlink_parts(self, raw: bytes, target: bytes) -> list[bytes]:
         """A hardlink must name a file this layer already has, through real directories."""
@@ -275,9 +265,6 @@ def extract(fileobj: BinaryIO, dest: str, limit: int | None = None) -> tuple[str
     """Extract a (possibly compressed) tar stream into dest; returns (diff id, size).
     An uncompressed tar file is read by libarchive directly and hashed beside it;
     anything else goes through the feeder thread and a pipe."""
-    ffi = lib().ffi
-    from libarchive.read import new_archive_read
-
     plain = plain_file(fileobj)
     if plain is not None:
         feeder = FileHasher(plain, limit)
@@ -287,22 +274,13 @@ def extract(fileobj: BinaryIO, dest: str, limit: int | None = None) -> tuple[str
         fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         feeder = Feeder(fileobj, w, limit)
     feeder.start()
-    writer = LayerWriter(dest)
     try:
-        with InDirectory(dest), new_archive_read("tar", "none") as read_p:
-            ffi.read_open_fd(read_p, r, CHUNK)
-            writer.write_p = write_p = ffi.write_disk_new()
-            try:
-                ffi.write_disk_set_options(write_p, write_flags())
-                entry = ctypes.c_void_p()
-                while ffi.read_next_header(read_p, ctypes.byref(entry)) != ffi.ARCHIVE_EOF:
-                    writer.member(read_p, entry)
-                ffi.write_close(write_p)  # directory modes and times, deepest first
-            finally:
-                ffi.write_free(write_p)
+        writer = LayerWriter(dest)
+        with InDirectory(dest):
+            write_all(writer, r)
             drain(r)
             writer.finish_whiteouts()
-    except ffi.ArchiveError as e:
+    except ArchiveError as e:
         failure = e
     else:
         failure = None
@@ -318,6 +296,35 @@ def extract(fileobj: BinaryIO, dest: str, limit: int | None = None) -> tuple[str
     if feeder.size == 0:
         raise BadInput("not a valid tar archive: it is empty")
     return "sha256:" + feeder.sha.hexdigest(), feeder.size
+
+
+def write_all(writer: LayerWriter, fd: int) -> None:
+    """Every member of the tar on fd through writer, then the directories' modes and times."""
+    lb = writer.lib
+    read_p = lb.read_new()
+    if not read_p:
+        raise MemoryError("libarchive: archive_read_new")
+    try:
+        lb.check(read_p, lb.read_support_filter_none(read_p))
+        lb.check(read_p, lb.read_support_format_tar(read_p))
+        lb.check(read_p, lb.read_open_fd(read_p, fd, CHUNK))
+        write_p = lb.write_disk_new()
+        if not write_p:
+            raise MemoryError("libarchive: archive_write_disk_new")
+        try:
+            lb.check(write_p, lb.write_disk_set_options(write_p, write_flags()))
+            writer.start(read_p, write_p)
+            entry = ctypes.c_void_p()
+            next_header, ref = lb.read_next_header, ctypes.byref(entry)
+            while (ret := next_header(read_p, ref)) != EOF:
+                if ret != OK:
+                    lb.check(read_p, ret)
+                writer.member(entry)
+            lb.check(write_p, lb.write_close(write_p))  # directory modes and times, deepest first
+        finally:
+            lb.write_free(write_p)
+    finally:
+        lb.read_free(read_p)
 
 
 def drain(fd: int) -> None:

@@ -6,10 +6,7 @@ uncompressed tar file is read by libarchive itself and hashed beside it.
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
-import lzma
 import os
 import stat
 import threading
@@ -30,12 +27,30 @@ def zstd_reader(f: BinaryIO) -> BinaryIO:
     return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
 
 
-# magic bytes -> the reader that decompresses them
+def gzip_reader(f: BinaryIO) -> BinaryIO:
+    import gzip
+
+    return gzip.GzipFile(fileobj=f, mode="rb")
+
+
+def bzip2_reader(f: BinaryIO) -> BinaryIO:
+    import bz2
+
+    return bz2.BZ2File(f, mode="rb")
+
+
+def xz_reader(f: BinaryIO) -> BinaryIO:
+    import lzma
+
+    return lzma.LZMAFile(f, mode="rb")
+
+
+# magic bytes -> the reader that decompresses them (imported when needed: a plain tar needs none)
 DECOMPRESSORS = {
-    b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
+    b"\x1f\x8b": gzip_reader,
     b"\x28\xb5\x2f\xfd": zstd_reader,
-    b"BZh": lambda f: bz2.BZ2File(f, mode="rb"),
-    b"\xfd7zXZ\x00": lambda f: lzma.LZMAFile(f, mode="rb"),
+    b"BZh": bzip2_reader,
+    b"\xfd7zXZ\x00": xz_reader,
 }
 
 
@@ -99,9 +114,11 @@ class FileHasher(threading.Thread):
                            "raise max_layer_bytes in the config if this image is genuine")
 
     def run(self) -> None:
+        buf = bytearray(4 * CHUNK)  # reused: a fresh bytes per read can cost a page fault a page
+        view = memoryview(buf)
         try:
-            while data := os.read(self.fd, 4 * CHUNK):
-                self.sha.update(data)
+            while n := os.readv(self.fd, [buf]):
+                self.sha.update(view[:n])
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             self.error = e
         finally:
