@@ -81,27 +81,32 @@ def ensure_bridge(ipr, instance) -> int:
     br, missing = bridge_state(ipr, instance)
     if br is None:
         refuse_overlaps(instance, overlaps(ipr, instance))  # again: the caller holds the instance lock now
-        br = make_bridge(ipr, instance)
-        missing = ["all"]
+        return make_bridge(ipr, instance)["index"]
     if missing:
-        nl.tolerate(nl.EXISTS, ipr.addr, "add", index=br["index"], address=gateway(instance),
-                    prefixlen=instance.network.prefixlen)
-        ipr.link("set", index=br["index"], state="up")
+        ipr.batch(nl.op("addr", "add", ok=nl.EXISTS, index=br["index"], address=gateway(instance),
+                        prefixlen=instance.network.prefixlen),
+                  nl.op("link", "set", index=br["index"], state="up"))
     return br["index"]
 
 
 def make_bridge(ipr, instance):
-    """Create the bridge under a name of our own, mark it, then rename it: a bridge of the
-    real name is never without its marker, even when we are killed half way."""
+    """Create the bridge under a name of our own, mark it, then rename it (and give it its
+    address, up): a bridge of the real name is never without its marker, even when we are
+    killed half way. Two round trips: the kernel runs every request of a batch even when one
+    before failed, so the rename waits for the marker's ack (an ifalias given at creation is
+    ignored)."""
     import hashlib
 
     staging = "dtmp" + hashlib.sha256(marker(instance).encode()).hexdigest()[:10]
-    nl.tolerate(nl.GONE, ipr.link, "del", ifname=staging)  # a half-made one of ours
-    ipr.link("add", ifname=staging, kind="bridge")
-    index = nl.link(ipr, staging)["index"]
-    ipr.link("set", index=index, ifalias=marker(instance))
-    ipr.link("set", index=index, ifname=instance.bridge)
-    return nl.link(ipr, instance.bridge)
+    made = ipr.batch(nl.op("link", "del", ok=nl.GONE, ifname=staging),  # a half-made one of ours
+                     nl.op("link", "add", ifname=staging, kind="bridge"),
+                     nl.op("link", "set", ifname=staging, ifalias=marker(instance)),
+                     nl.op("link", "get", ifname=staging))
+    index = made[-1][0]["index"]
+    return ipr.batch(nl.op("link", "set", index=index, ifname=instance.bridge),
+                     nl.op("addr", "add", index=index, address=gateway(instance), prefixlen=instance.network.prefixlen),
+                     nl.op("link", "set", index=index, state="up"),
+                     nl.op("link", "get", index=index))[-1][0]
 
 
 def remove_bridge(ipr, instance) -> None:
@@ -111,34 +116,75 @@ def remove_bridge(ipr, instance) -> None:
 
 
 # --- name resolution ---------------------------------------------------------
+# A bridged container asks the instance's resolver (steps/resolver.py, at 127.0.0.11 in its own
+# netns) for its peers' names and everything else; its /etc/hosts lists only itself and
+# --add-host, so no container's files change when another comes or goes.
+
+RESOLVER = "127.0.0.11"
+
+
+def host_resolv_conf() -> str:
+    """The host's resolver file: /etc/resolv.conf, or the file the environment variable
+    DIY_DOCKER_RESOLV_CONF names (tests point it at nameservers they run)."""
+    return os.environ.get("DIY_DOCKER_RESOLV_CONF") or "/etc/resolv.conf"
+
+
+def resolv_lines(path: str) -> list[str] | None:
+    try:
+        with open(path) as f:
+            return f.read(1 << 20).splitlines()
+    except OSError:
+        return None
+
+
+def resolv_options(lines: list[str]) -> list[str]:
+    """search, domain and options lines, kept as they are."""
+    return [ln for ln in lines if ln.split()[:1] in (["search"], ["options"], ["domain"])]
+
 
 def nameservers() -> tuple[list[str], list[str], str]:
-    """(nameservers, other lines, source) from the host; a loopback resolver (systemd-resolved's
+    """(nameservers, other lines, source) from the host, for a container that does not ask the
+    instance's resolver (--network none, --dns); a loopback resolver (systemd-resolved's
     127.0.0.53) cannot be reached from a container, so its upstream file is used instead."""
-    for source in ("/etc/resolv.conf", SYSTEMD_RESOLV):
-        try:
-            lines = open(source).read().splitlines()
-        except OSError:
+    overridden = "DIY_DOCKER_RESOLV_CONF" in os.environ
+    for source in (host_resolv_conf(),) if overridden else ("/etc/resolv.conf", SYSTEMD_RESOLV):
+        lines = resolv_lines(source)
+        if lines is None:
             continue
         servers = [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
         usable = [s for s in servers if not s.startswith(LOOPBACK_RESOLV)]
         if usable:
-            other = [ln for ln in lines if ln.split()[:1] in (["search"], ["options"], ["domain"])]
-            return usable, other, source
+            return usable, resolv_options(lines), source
     return [], [], "nowhere: the host has no resolver a container can reach"
 
 
-def etc_files(names: Names, spec: dict, ip: str | None, others: list[dict]) -> dict[str, str]:
-    from steps.templating import render
-
-    hostname = spec.get("hostname") or names.container
-    servers, options, source = nameservers()
+def resolv_conf(spec: dict, ip: str | None) -> str:
+    """--dns: those servers, directly (no resolver: peers' names do not resolve), as today; a
+    bridged container: the instance's resolver, with the host's search and options lines;
+    --network none: the host's servers."""
     if spec.get("dns"):  # --dns replaces the host's nameservers, as Docker's does
+        _, options, _ = nameservers()
         servers, source = spec["dns"], "--dns"
-    return {"hosts": render("hosts.j2", name=names.container, hostname=hostname, ip=ip, others=others,
-                            extra=extra_hosts(names.instance, spec)),
-            "hostname": render("hostname.j2", hostname=hostname),
-            "resolv.conf": render("resolv.conf.j2", nameservers=servers, options=options, source=source)}
+    elif ip:
+        servers, options = [RESOLVER], resolv_options(resolv_lines(host_resolv_conf()) or [])
+        if not any("ndots:" in ln for ln in options if ln.startswith("options")):
+            options.append("options ndots:0")  # as Docker's: a peer's name is asked as it is, first
+        source = f"the instance's resolver (forwarding to the nameservers of {host_resolv_conf()})"
+    else:
+        servers, options, source = nameservers()
+    lines = [f"# written by diy-docker from {source}"] + [f"nameserver {s}" for s in servers] + options
+    return "\n".join(lines) + "\n"
+
+
+def etc_files(names: Names, spec: dict, ip: str | None) -> dict[str, str]:
+    """hosts, hostname and resolv.conf of a container with a netns of its own (ip: its lease;
+    None: --network none). Plain strings: jinja2's import would cost every start ~23 ms."""
+    hostname = spec.get("hostname") or names.container
+    own = f"{ip or '127.0.1.1'}\t{hostname}" + (f" {names.container}" if hostname != names.container else "")
+    hosts = [f"# written by diy-docker for {names.container}", "127.0.0.1\tlocalhost",
+             "::1\tlocalhost ip6-localhost ip6-loopback", own]  # own: the 4th line (the veth check)
+    hosts += [f"{addr}\t{host}" for host, addr in extra_hosts(names.instance, spec)]
+    return {"hosts": "\n".join(hosts) + "\n", "hostname": hostname + "\n", "resolv.conf": resolv_conf(spec, ip)}
 
 
 def extra_hosts(instance, spec: dict) -> list[tuple[str, str]]:
@@ -150,9 +196,9 @@ def host_etc_files(instance, spec: dict) -> dict[str, str]:
     """--network host: the host's own hosts and resolv.conf (as Docker copies them), with --add-host
     and --dns applied, and the host's hostname unless one was asked."""
     texts = {}
-    for name in ("hosts", "resolv.conf"):
+    for name, path in (("hosts", "/etc/hosts"), ("resolv.conf", host_resolv_conf())):
         try:
-            with open(f"/etc/{name}") as f:
+            with open(path) as f:
                 texts[name] = f.read(1 << 20)
         except OSError:
             texts[name] = ""
@@ -167,11 +213,6 @@ def host_etc_files(instance, spec: dict) -> dict[str, str]:
     return texts
 
 
-def running_peers(names: Names, leases: dict[str, str]) -> list[dict]:
-    """The other containers holding a lease: their names and addresses, for /etc/hosts."""
-    return [{"name": n, "ip": ip} for n, ip in sorted(leases.items()) if n != names.container]
-
-
 def write_in_place(path: str, text: str) -> None:
     """Rewrite a file keeping its inode: a running container has it bind-mounted.
     The new text is written over the old and the rest cut, so it is never seen empty."""
@@ -179,21 +220,6 @@ def write_in_place(path: str, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.truncate()
-
-
-def refresh_peer_hosts(instance, leases: dict[str, str]) -> None:
-    """Every leased container's /etc/hosts lists the others: rewrite them after a change."""
-    for name in leases:
-        names = Names(instance, name)
-        record = load_record(names)
-        hosts = os.path.join(names.etc_dir, "hosts")
-        if record is None or not os.path.exists(hosts):
-            continue
-        text = etc_files(names, record, leases[name], running_peers(names, leases))["hosts"]
-        with open(hosts) as f:  # the container can write this file: read a bounded amount
-            current = f.read(len(text) + 1)
-        if current != text:
-            write_in_place(hosts, text)
 
 
 # --- published ports -----------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 
-from steps import Change, Step, absent, applied, faults, ipam, linux, nothing, partial
+from steps import Change, Step, absent, applied, faults, ipam, linux, nothing, partial, resolver
 from steps import netlink as nl
 from steps import network as net
 from steps.facts import mounts_at
@@ -101,10 +101,19 @@ class VethStep(Step):
             changes += self.file_changes(None, {})  # lo only: no peers to list
         present = pinned(n.netns) or lease or host_end is not None
         if not changes:
-            servers, _, _ = net.nameservers()
-            warn = "" if servers else "; no nameserver the container can reach (resolv.conf is empty)"
+            warn = "" if self.has_nameserver(lease) else "; no nameserver the container can reach"
             return applied(f"{lease or 'no network'} via {n.host_veth if lease else 'lo only'}{warn}")
         return (partial if present else absent)(changes)
+
+    def has_nameserver(self, lease: str | None) -> bool:
+        """The instance's resolver asks the host's nameservers from the host (a loopback one
+        too); --dns and --network none containers ask theirs directly."""
+        if self.ctx.spec.get("dns"):
+            return True
+        if lease:
+            lines = net.resolv_lines(net.host_resolv_conf()) or []
+            return any(ln.split()[:1] == ["nameserver"] and len(ln.split()) > 1 for ln in lines)
+        return bool(net.nameservers()[0])
 
     def wiring(self, ipr, host_end, lease: str | None, leases: dict[str, str]) -> list[Change]:
         n, inst = self.ctx.names, self.ctx.instance
@@ -139,9 +148,9 @@ class VethStep(Step):
 
     def file_changes(self, lease: str | None, leases: dict) -> list[Change]:
         """hostname and resolv.conf as rendered; hosts with this container's own line (the
-        lines of its peers change as they come and go, rewritten by refresh_peer_hosts)."""
+        container may add lines of its own). Peers' names are the instance resolver's."""
         n = self.ctx.names
-        want = net.etc_files(n, self.ctx.spec, lease, net.running_peers(n, leases))
+        want = net.etc_files(n, self.ctx.spec, lease)
         own = want["hosts"].splitlines()[3]
         changes = []
         for name, text in want.items():
@@ -156,6 +165,8 @@ class VethStep(Step):
                 warn = "no nameserver a container can reach" if name == "resolv.conf" and "nameserver" not in text \
                     else ""
                 changes.append(Change(f"render {path}", "", warn))
+        if lease and resolver.running(n.instance) is None:  # killed: an apply (or network.repair) starts it
+            changes.append(Change("the instance's resolver (127.0.0.11)", "not running", "running"))
         return changes
 
     def apply(self):
@@ -167,11 +178,10 @@ class VethStep(Step):
             refuse_router_ads(n.netns)  # every device there, and default: an eth0 made later inherits it
             faults.point("veth.apply.mid")
             lease = self.wire() if self.bridged else None
-            leases = ipam.load(n.instance) if self.bridged else {}
-            for name, text in net.etc_files(n, self.ctx.spec, lease, net.running_peers(n, leases)).items():
+            for name, text in net.etc_files(n, self.ctx.spec, lease).items():
                 net.write_in_place(os.path.join(n.etc_dir, name), text)
             if lease:
-                net.refresh_peer_hosts(n.instance, leases)
+                resolver.serve(n.instance, n.container)  # started by the first container (or after a kill)
                 update_record(n, ip=lease)
 
     def pin(self) -> None:
@@ -190,20 +200,20 @@ class VethStep(Step):
             bridge = net.ensure_bridge(ipr, inst)
             lease = ipam.allocate(n, record_ip)
             host_end = nl.link(ipr, n.host_veth)
-            if host_end is not None and not self.has_eth0():  # its peer is not in our netns
+            if host_end is not None and (host_end.get_attr("IFLA_MASTER") != bridge
+                                         or not self.has_eth0()):  # detached, or its peer is not in our netns
                 nl.tolerate(nl.GONE, ipr.link, "del", index=host_end["index"])
                 host_end = None
-            if host_end is not None and host_end.get_attr("IFLA_MASTER") != bridge:
-                nl.tolerate(nl.GONE, ipr.link, "del", index=host_end["index"])
-                host_end = None
-            if host_end is None:
-                fd = os.open(n.netns, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    nl.tolerate(nl.EXISTS, ipr.link, "add", ifname=n.host_veth, kind="veth", master=bridge,
-                                state="up", peer={"ifname": "eth0", "address": net.mac_of(lease), "net_ns_fd": fd})
-                finally:
+            fd, make = None, []
+            try:  # one round trip: the pair (its peer made inside the netns as eth0), the host end up
+                if host_end is None:
+                    fd = os.open(n.netns, os.O_RDONLY | os.O_CLOEXEC)
+                    make = [nl.op("link", "add", ok=nl.EXISTS, ifname=n.host_veth, kind="veth", master=bridge,
+                                  state="up", peer={"ifname": "eth0", "address": net.mac_of(lease), "net_ns_fd": fd})]
+                ipr.batch(*make, nl.op("link", "set", ifname=n.host_veth, state="up"))
+            finally:
+                if fd is not None:
                     os.close(fd)
-            ipr.link("set", ifname=n.host_veth, state="up")
         self.configure_inside(lease)
         return lease
 
@@ -216,14 +226,14 @@ class VethStep(Step):
         refused router advertisements on every device there) before eth0 goes up; then its
         address and the default route."""
         inst = self.ctx.instance
-        with nl.iproute(self.ctx.names.netns) as ns:
-            ns.link("set", ifname="lo", state="up")
-            eth0 = ns.link_lookup(ifname="eth0")[0]
-            if ns.link("get", index=eth0)[0].get_attr("IFLA_ADDRESS") != net.mac_of(lease):
-                ns.link("set", index=eth0, address=net.mac_of(lease))
-            nl.tolerate(nl.EXISTS, ns.addr, "add", index=eth0, address=lease, prefixlen=inst.network.prefixlen)
-            ns.link("set", index=eth0, state="up")
-            nl.tolerate(nl.EXISTS, ns.route, "add", dst="0.0.0.0/0", gateway=net.gateway(inst))
+        with nl.iproute(self.ctx.names.netns) as ns:  # two round trips (a third to fix the MAC)
+            eth0 = ns.batch(nl.op("link", "set", ifname="lo", state="up"), nl.op("link", "get", ifname="eth0"))[1][0]
+            if eth0.get_attr("IFLA_ADDRESS") != net.mac_of(lease):
+                ns.link("set", index=eth0["index"], address=net.mac_of(lease))
+            ns.batch(nl.op("addr", "add", ok=nl.EXISTS, index=eth0["index"], address=lease,
+                           prefixlen=inst.network.prefixlen),
+                     nl.op("link", "set", index=eth0["index"], state="up"),  # then the gateway is reachable:
+                     nl.op("route", "add", ok=nl.EXISTS, dst="0.0.0.0/0", gateway=net.gateway(inst)))
 
     def undo(self):
         """Host end (its peer goes with it), then - when this was the last lease - the
@@ -244,9 +254,12 @@ class VethStep(Step):
                         net.remove_bridge(ipr, n.instance)
             else:
                 faults.point("veth.undo.mid")
+            if others:
+                resolver.drop(n.instance, n.container)  # its sockets hold the netns alive
+            else:
+                resolver.stop(n.instance)  # with the last container, as the bridge
             self.unpin()
             ipam.release(n)
-            net.refresh_peer_hosts(n.instance, others)
 
     def unpin(self) -> None:
         path = self.ctx.names.netns

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -91,6 +92,11 @@ def force_clean(inst: Instance) -> None:
     """After a leak was recorded: get the host back by brute force for the next tests."""
     for name in inst.containers():
         inst.cli("teardown", name, timeout=60)
+    for pid in host.processes_mentioning(inst.root + "/"):  # a monitor or resolver left running
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for root in host.cgroup_roots():
         host.remove_cgroup_tree(os.path.join(root, inst.cgroup_parent))
     mounted = [line.split(" ")[4] for line in open("/proc/self/mountinfo")]
@@ -115,7 +121,9 @@ def inst(monkeypatch):
     leaks = set()
     for _ in range(50):  # the kernel releases some objects (cgroups of reaped tasks) a moment late
         leaks = host.only_ours(host.snapshot() - before, instance) \
-            | host.instance_files(instance.state_root, instance.run_root)
+            | host.instance_files(instance.state_root, instance.run_root) \
+            | {f"process {pid} with {instance.root} in its command line"
+               for pid in host.processes_mentioning(instance.root + "/")}
         if not leaks:
             break
         time.sleep(0.05)

@@ -96,6 +96,22 @@ def nft_tables() -> set[str]:
     return {f"nft {line.strip()}" for line in out.splitlines() if line.strip()}
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains TEXT (e.g. a test's root): monitors, resolvers or
+    registries left running, which `processes()` does not see (they are rooted at /)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
 def snapshot() -> set[str]:
     return mounts() | cgroups() | processes() | links() | netns() | nft_tables()
 

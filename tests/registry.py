@@ -71,21 +71,6 @@ def spill_paths() -> set[str]:
     return {p for p in candidates if os.path.lexists(p)}
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Pids whose command line contains TEXT (e.g. a test's workdir): registries left running."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

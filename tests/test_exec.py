@@ -9,7 +9,7 @@ import time
 import pytest
 
 from steps.runtime.top import cpu_time, parse_stat_fields, start_time, tty_name
-from tests.registry import processes_mentioning
+from tests.host import processes_mentioning
 from tests.test_signals_tty import Terminal, wait_for
 from tests.test_terminal import set_window_size
 

@@ -68,18 +68,21 @@ def ip_of(inst, name):
 
 
 def test_two_containers_by_address_and_name_and_from_the_host(inst):
+    upstream = os.path.join(inst.root, "resolv.conf")  # no upstream: the host's resolvers are never asked
+    open(upstream, "w").close()
+    inst.env["DIY_DOCKER_RESOLV_CONF"] = upstream
     inst.cli("run", "--name", "c1", "--detach", "--", "/bin/sleep", "1000", check=True)
     try:
+        c1 = ip_of(inst, "c1")
         p = inst.cli("run", "--name", "c2", "--rm", "--", "/bin/sh", "-c",
-                     "ping -c1 -W3 c1 >/dev/null && echo by-name; ping -c1 -W3 $(grep -w c1 /etc/hosts | cut -f1) "
+                     f"ping -c1 -W3 c1 >/dev/null && echo by-name; ping -c1 -W3 {c1} "
                      ">/dev/null && echo by-address; ip -4 -o addr show eth0 | awk '{print $4}'")
         assert p.returncode == 0, p.stderr
-        assert "by-name" in p.stdout and "by-address" in p.stdout
-        c1 = ip_of(inst, "c1")
+        assert "by-name" in p.stdout and "by-address" in p.stdout  # the name: from the instance's resolver
         assert ipaddress.IPv4Address(c1) in ipaddress.IPv4Network(inst.subnet)
         sh(BUSYBOX, "ping", "-c1", "-W3", c1)  # the host reaches the container
         hosts = open(os.path.join(inst.state_root, "containers", "c1", "etc", "hosts")).read()
-        assert "c2" not in hosts  # c2 is gone again: c1's /etc/hosts was rewritten
+        assert "c2" not in hosts  # peers are never written into a container's /etc/hosts
     finally:
         inst.cli("rm", "--force", "c1", check=True)
 
@@ -437,3 +440,78 @@ def test_foreign_bridge_table_of_our_name_is_refused(inst):
     finally:
         sh("nft", "delete", "table", "bridge", inst.nft_table)
     inst.cli("teardown", "t", check=True)
+
+
+# --- the nat step's own rules, changed one container at a time --------------------------------------
+
+def nft_rules(inst, family: str) -> list[dict]:
+    listed = sh("nft", "-j", "list", "table", family, inst.nft_table, check=False)
+    if listed.returncode != 0:
+        return []
+    return [i["rule"] for i in json.loads(listed.stdout)["nftables"] if "rule" in i]
+
+
+def assert_tables_exact(inst, leases: dict[str, str]) -> None:
+    """Our tables hold exactly the rules for these leases, each container's before the catch-alls."""
+    from steps import config
+    from steps.nat import wanted
+
+    ip, bridge = nft_rules(inst, "ip"), nft_rules(inst, "bridge")
+    if not leases:
+        assert ip == bridge == []
+        return
+    comments = [r["comment"] for r in ip + bridge if not r["comment"].startswith("diy:owner:")]
+    assert sorted(comments) == sorted(wanted(config.load(), leases))  # no duplicates, nothing stale
+    forward = [r["comment"] for r in ip if r["chain"] == "forward"]
+    assert all(forward.index(f"diy:member:{n}:{a}") < forward.index("diy:forward:out") for n, a in leases.items())
+    assert forward[-2:] == ["diy:forward:out", "diy:forward:unpublished"]
+    pre = [r["comment"] for r in bridge if r["chain"] == "prerouting"]
+    assert pre[-1] == "diy:antispoof-unknown-port" and len(pre) == len(leases) + 2
+
+
+def test_20_containers_in_and_out_in_random_order_keep_every_check_exact(inst):
+    import random
+
+    from steps import ipam
+    from tests.test_contract import make_ctx, steps_for
+
+    rng = random.Random(inst.id)
+    ctxs = {f"r{i}": make_ctx(f"r{i}", publish=[f"{18100 + i}:80"] if i % 3 == 0 else []) for i in range(20)}
+    stages = {name: steps_for(ctx, "veth", "nat", "teardown") for name, ctx in ctxs.items()}
+    up: list[str] = []
+    try:
+        for name in rng.sample(sorted(ctxs), len(ctxs)):
+            veth, nat, _ = stages[name]
+            veth.apply()
+            nat.apply()
+            up.append(name)
+            assert all(stages[n][1].check().applied for n in up)
+            assert_tables_exact(inst, {n: ipam.load(ctxs[name].instance)[n] for n in up})
+        # a container's rules damaged by hand: its check sees it, its apply mends them alone
+        victim = rng.choice(up)
+        leases = ipam.load(ctxs[victim].instance)
+        handles = [(r["family"], r["chain"], r["handle"]) for r in nft_rules(inst, "ip") + nft_rules(inst, "bridge")
+                   if r["comment"] in (f"diy:member:{victim}:{leases[victim]}",
+                                       f"diy:antispoof:{victim}:{leases[victim]}:arp")]
+        for family, chain, handle in handles:
+            sh("nft", "delete", "rule", family, inst.nft_table, chain, "handle", str(handle))
+        assert len(handles) == 2 and not stages[victim][1].check().applied
+        stages[victim][1].apply()
+        assert all(stages[n][1].check().applied for n in up)
+        assert_tables_exact(inst, {n: leases[n] for n in up})
+        for name in rng.sample(up, len(up)):
+            veth, nat, _ = stages[name]
+            nat.undo()
+            assert nat.check().absent
+            up.remove(name)
+            assert all(stages[n][1].check().applied for n in up)
+            assert_tables_exact(inst, {n: leases[n] for n in up})
+            veth.undo()
+    finally:
+        for name in ctxs:
+            veth, nat, teardown = stages[name]
+            nat.undo()
+            veth.undo()
+            teardown.apply()
+    for family in ("ip", "bridge"):
+        assert sh("nft", "list", "table", family, inst.nft_table, check=False).returncode != 0

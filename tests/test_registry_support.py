@@ -11,6 +11,7 @@ import tarfile
 
 import pytest
 
+from tests import host
 from tests import registry as reg
 
 pytestmark = pytest.mark.usefixtures("no_residue")
@@ -30,7 +31,7 @@ def no_residue(tmp_path):
     reg.require_tools(reg.REGISTRY_BIN, "skopeo", "openssl", "htpasswd")
     before = reg.spill_paths()
     yield
-    assert reg.processes_mentioning(str(tmp_path)) == []
+    assert host.processes_mentioning(str(tmp_path)) == []
     assert reg.spill_paths() - before == set()
 
 

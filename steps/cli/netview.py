@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from steps import DiyError, config, ipam
+from steps import DiyError, config, ipam, resolver
 from steps import netlink as nl
 from steps import network as net
 from steps.firewall import read_facts, remove_rules
@@ -31,12 +31,14 @@ def inspect(as_json: bool) -> int:
             "published": [{k: p[k] for k in ("name", "proto", "host_ip", "host_port", "ip", "container_port")}
                           for p in net.published(inst, leases)],
             "nft_table": inst.nft_table, "table": table_text(inst), "antispoof_table": table_text(inst, "bridge"),
-            "firewall": firewall_view(inst)}
+            "firewall": firewall_view(inst), "resolver_pid": resolver.running(inst)}
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
     print(f"bridge  {inst.bridge} ({'up' if br is not None else 'absent'}), subnet {inst.subnet}, "
           f"gateway {info['gateway']}")
+    pid = info["resolver_pid"]
+    print(f"resolver 127.0.0.11 in each container: {f'running (pid {pid})' if pid else 'not running'}")
     for name, ip in sorted(leases.items()):
         print(f"lease   {ip:<16} {name}")
     for p in info["published"]:
@@ -71,6 +73,7 @@ def prune() -> int:
             raise DiyError(f"cannot prune the network: {len(leases)} container(s) hold leases "
                            f"({', '.join(sorted(leases))}); stop them first")
         ipam.save(inst, {})
+        resolver.stop(inst)
         remove_rules(inst)
         drop_table(inst)
         with nl.iproute() as ipr:
@@ -88,6 +91,8 @@ def repair(out) -> int:
 
     inst = config.load()
     leases = ipam.load(inst)
+    if not out.check:
+        print(resolver.repair(inst))
     if not leases:
         print(f"no container holds a lease on {inst.bridge}: nothing to repair")
         return 0
