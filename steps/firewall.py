@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from steps import Change, Step, StepFailed, absent, applied, faults, ipam, nothing, partial
-from steps import netfilter as nf
-from steps.nat import table_marker
 from steps.state import instance_lock
+
+if TYPE_CHECKING:
+    from steps import netfilter as nf
 
 FLOWS = ("out", "reply", "local", "back", "published")
 GUARDS = ("guard-docker", "guard-br")  # before our out accept in DOCKER-USER: Docker's bridges stay Docker's
@@ -74,6 +75,8 @@ class Facts(NamedTuple):
 
 
 def prefix(instance) -> str:
+    from steps.nat import table_marker
+
     return f"diy-fw:{table_marker(instance)}:"
 
 
@@ -104,6 +107,8 @@ def jumps_first(chain: nf.Chain, target: str) -> bool:
 def read_facts(instance) -> Facts:
     """What drops our bridge's traffic, the rules that would let it through, and ours present."""
     mine = prefix(instance)
+    from steps import netfilter as nf  # (imported when the firewall is looked at, not for --network none)
+
     firewall = nf.read_firewall(instance.nft_table)
     found = nf.blockers(firewall.tables, instance.bridge, instance.network, skip=mine)
     want, unfixable = set(), []
@@ -218,6 +223,7 @@ def nft_expr(flow: str, bridge: str, net) -> list[dict]:
 def nft_batch(instance, adds: list[tuple[Place, str]], drops: list[Ours], backend: str = "nft") -> None:
     import json
 
+    from steps import netfilter as nf
     from steps import nftables
 
     def where(p: Place) -> dict:
@@ -235,6 +241,8 @@ def nft_batch(instance, adds: list[tuple[Place, str]], drops: list[Ours], backen
 
 
 def iptables_batch(instance, adds: list[tuple[Place, str]], drops: list[Ours], backend: str) -> None:
+    from steps import netfilter as nf
+
     lines = ["*filter"] + [f"-D {o.place.chain} {restore_args(o.spec)}" for o in drops]
     for place, flow in adds:
         rule = IPTABLES_RULES[flow].format(br=instance.bridge, net=instance.network)

@@ -9,7 +9,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import socket
 import struct
 
@@ -82,9 +81,9 @@ def umount(target: str, flags: int = 0) -> None:
 
 
 def _syscall_number(table: dict[str, int], op: str) -> int:
-    number = table.get(platform.machine())
+    number = table.get(os.uname().machine)
     if number is None:
-        raise OSError(errno.ENOSYS, f"{op}: unsupported architecture {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"{op}: unsupported architecture {os.uname().machine}")
     return number
 
 

@@ -21,8 +21,6 @@ from steps import Change, Step, absent, applied, faults, ipam, linux, nothing, p
 from steps import netlink as nl
 from steps import network as net
 from steps.facts import mounts_at
-from steps.firewall import remove_rules
-from steps.nat import drop_table
 from steps.state import instance_lock, read_value, update_record, write_json, write_value
 
 IPV6_CONF = "/proc/sys/net/ipv6/conf"
@@ -249,6 +247,9 @@ class VethStep(Step):
                     nl.tolerate(nl.GONE, ipr.link, "del", ifname=n.host_veth)
                     faults.point("veth.undo.mid")
                     if not others:  # the last container of the instance: its shared network goes too
+                        from steps.firewall import remove_rules
+                        from steps.nat import drop_table
+
                         remove_rules(n.instance)
                         drop_table(n.instance)
                         net.remove_bridge(ipr, n.instance)
