@@ -4,11 +4,15 @@ Also the validation of the names a user gives (container, image reference).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 
 from steps import BadInput
+
+try:
+    from _sha256 import sha256  # the builtin: hashlib's OpenSSL binding costs every run ~2 ms to import
+except ImportError:  # (Python 3.12 calls it _sha2)
+    from hashlib import sha256
 from steps.config import Instance
 
 
@@ -112,7 +116,7 @@ class Names:
         """The host end of the veth pair: a short hash, as IFNAMSIZ is 16 bytes with the NUL
         and container names can be 64 characters (netdevice(7))."""
         key = f"{self.instance.state_root}\0{self.instance.cgroup_parent}\0{self.container}"
-        return veth_prefix(self.instance) + hashlib.sha256(key.encode()).hexdigest()[:7]
+        return veth_prefix(self.instance) + sha256(key.encode()).hexdigest()[:7]
 
     @property
     def cgroup_path(self) -> str:
@@ -131,7 +135,7 @@ def containers_dir(instance: Instance) -> str:
 def veth_prefix(instance: Instance) -> str:
     """'dv' + 4 hex of the instance: whose a host veth is can be told from its name."""
     key = f"{instance.state_root}\0{instance.cgroup_parent}"
-    return "dv" + hashlib.sha256(key.encode()).hexdigest()[:4]
+    return "dv" + sha256(key.encode()).hexdigest()[:4]
 
 
 def network_dir(instance: Instance) -> str:

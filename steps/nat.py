@@ -22,12 +22,11 @@ which we do not configure, so no router advertisements or neighbour spoofing eit
 """
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple
 
 from steps import Change, Step, StepFailed, absent, applied, faults, ipam, nftables, nothing, partial
 from steps import network as net
-from steps.names import Names, veth_prefix
+from steps.names import Names, sha256, veth_prefix
 from steps.state import instance_lock
 from steps.state import read_value as sysctl
 from steps.state import write_value as set_sysctl
@@ -59,7 +58,7 @@ class Table(NamedTuple):
 def table_marker(instance) -> str:
     """Whose the table is (two instances could be given one table name): the comment of a
     counter rule, as nft's JSON does not carry table comments before 1.0.7."""
-    return hashlib.sha256(instance.state_root.encode()).hexdigest()[:12]
+    return sha256(instance.state_root.encode()).hexdigest()[:12]
 
 
 def read_table(table: str, family: str = "ip", chains: tuple[str, ...] = ()) -> Table | None:
@@ -198,17 +197,14 @@ class NatStep(Step):
         """Replace our tables whole, with the rules of the containers in them now (at their
         current leases) and this one: not every lease, as a container between its nat and veth
         undo still holds one and must not be put back (its undo check would then fail)."""
-        from steps.templating import render
+        from steps.templating import fill
 
         inst, me = self.ctx.instance, self.ctx.names.container
         present = in_table(comments_of(live))
         keep = {n: ip for n, ip in leases.items() if n in present or n == me}
-        members = [{"member": member_rule(inst, n, ip), "jump": antispoof_jump(inst, n, ip),
-                    "chain": antispoof_chain(inst, n), "rules": antispoof_rules(inst, n, ip)}
-                   for n, ip in sorted(keep.items())]
-        text = render("nftables.j2", table=inst.nft_table, bridge=inst.bridge, subnet=str(inst.network),
-                      ports=[port_rule(p) for p in net.published(inst, keep)], members=members,
-                      marker=table_marker(inst), veth_prefix=veth_prefix(inst))
+        text = fill("nftables.j2", table=inst.nft_table, bridge=inst.bridge, subnet=str(inst.network),
+                    marker=table_marker(inst), veth_prefix=veth_prefix(inst))
+        text += "".join(changes_for(inst, {}, n, ip) for n, ip in sorted(keep.items()))  # their rules, added
         run(text, f"load nft tables {inst.nft_table}")
 
 

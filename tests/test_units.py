@@ -321,3 +321,18 @@ def test_pipelines_file_read_without_yaml_as_yaml_reads_it():
     assert parse_pipelines(text) == {k: [tuple(e.split()) for e in v] for k, v in yaml.safe_load(text).items()}
     with pytest.raises(StepFailed):
         parse_pipelines("run:\n  - apply\n")
+
+
+def test_fill_takes_values_only_and_refuses_what_it_cannot_fill(tmp_path, monkeypatch):
+    from steps import templating
+
+    monkeypatch.setattr(templating, "templates_dir", lambda: str(tmp_path))
+    (tmp_path / "t.j2").write_text('table ip {{ table }} { chain c { comment "{{table}}"; } }\n')
+    assert templating.fill("t.j2", table="x") == 'table ip x { chain c { comment "x"; } }\n'
+    with pytest.raises(KeyError):
+        templating.fill("t.j2")
+    (tmp_path / "l.j2").write_text("{% for a in b %}{{ a }}{% endfor %}\n")
+    with pytest.raises(ValueError):
+        templating.fill("l.j2", a=1, b=2)
+    text = templating.fill("nftables.j2".replace("nftables.j2", "t.j2"), table="y")
+    assert "{{" not in text
