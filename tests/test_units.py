@@ -334,5 +334,6 @@ def test_fill_takes_values_only_and_refuses_what_it_cannot_fill(tmp_path, monkey
     (tmp_path / "l.j2").write_text("{% for a in b %}{{ a }}{% endfor %}\n")
     with pytest.raises(ValueError):
         templating.fill("l.j2", a=1, b=2)
-    text = templating.fill("nftables.j2".replace("nftables.j2", "t.j2"), table="y")
-    assert "{{" not in text
+    monkeypatch.undo()
+    text = templating.fill("nftables.j2", table="t", bridge="b", subnet="10.0.0.0/24", marker="m", veth_prefix="dv")
+    assert "{{" not in text and "{%" not in text and 'comment "diy:owner:m"' in text
