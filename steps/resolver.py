@@ -38,9 +38,23 @@ def running(instance) -> int | None:
     return pid if process_alive(pid, start) else None
 
 
+_starting: dict[str, int] = {}  # network dir -> the read end of a starting resolver's readiness pipe
+
+
+def start(instance) -> None:
+    """Start the resolver, unless it runs, without waiting for it: the caller's own work (the
+    bridge, the veth) overlaps the ~20 ms of its interpreter's start; ensure() then waits."""
+    if running(instance) is None and network_dir(instance) not in _starting:
+        _starting[network_dir(instance)] = spawn(instance, wait=False)
+
+
 def ensure(instance) -> bool:
-    """Start the resolver unless it runs; True when it was started (it then serves every
-    container holding a lease)."""
+    """Start the resolver unless it runs (or wait for one start() began); True when it was
+    started (it then serves every container holding a lease)."""
+    pending = _starting.pop(network_dir(instance), None)
+    if pending is not None:
+        wait_ready(pending)
+        return True
     if running(instance) is not None:
         return False
     spawn(instance)
@@ -81,7 +95,14 @@ def drop(instance, name: str) -> None:
 
 
 def stop(instance) -> None:
-    """The resolver gone, and its files."""
+    """The resolver gone, and its files (one still starting is waited for first: its pidfile and
+    socket would otherwise come after this)."""
+    pending = _starting.pop(network_dir(instance), None)
+    if pending is not None:
+        try:
+            wait_ready(pending)
+        except StepFailed:
+            pass
     pid = running(instance)
     if pid is not None:
         try:
@@ -125,9 +146,10 @@ def command(instance, line: str, wait_exit: bool = False) -> str:
     return answer.decode(errors="replace").strip()
 
 
-def spawn(instance) -> None:
+def spawn(instance, wait: bool = True) -> int | None:
     """Double fork, new session, exec a fresh interpreter (-I -S: no site, nothing of ours but
-    dns_server.py), its stdio on /dev/null; wait until it serves every leased container."""
+    dns_server.py), its stdio on /dev/null; wait until it serves every leased container (or,
+    wait=False, return the readiness pipe's read end for wait_ready())."""
     from steps.network import host_resolv_conf
 
     net_dir = network_dir(instance)
@@ -152,6 +174,14 @@ def spawn(instance) -> None:
             os._exit(0)  # never back into the caller's code
     os.close(w)
     os.waitpid(first, 0)
+    if not wait:
+        return r
+    wait_ready(r)
+    return None
+
+
+def wait_ready(r: int) -> None:
+    """Read the resolver's "ok" (it serves every leased container then), and close the pipe."""
     answer = b""
     try:
         import select

@@ -175,6 +175,8 @@ class VethStep(Step):
             self.pin()
             refuse_router_ads(n.netns)  # every device there, and default: an eth0 made later inherits it
             faults.point("veth.apply.mid")
+            if self.bridged:
+                resolver.start(n.instance)  # its start overlaps the wiring; serve() below waits for it
             lease = self.wire() if self.bridged else None
             for name, text in net.etc_files(n, self.ctx.spec, lease).items():
                 net.write_in_place(os.path.join(n.etc_dir, name), text)
