@@ -175,3 +175,24 @@ def test_sigkill_of_the_shim_right_after_the_init_exited(inst):
     assert last(inst, "gone")["exit_code"] is None
     inst.cli("teardown", "gone", check=True)
     assert inst.containers() == []
+
+
+def test_a_stale_or_corrupt_shim_cache_is_compiled_again_never_run(inst):
+    import glob
+    from importlib.util import MAGIC_NUMBER
+
+    inst.cli("run", "--name", "c1", "--detach", "--network", "none", "--", "/bin/sleep", "1000", check=True)
+    inst.cli("rm", "c1", "--force", check=True)
+    cached = glob.glob(os.path.join(inst.run_root, "shim.*.pyc"))
+    assert len(cached) == 1
+    good = open(cached[0], "rb").read()
+    for bad in (good[:16] + b"\x00garbage" * 50,  # the right header, a body that does not load
+                MAGIC_NUMBER + b"\0" * 12 + good[16:]):  # another source's header (stale)
+        with open(cached[0], "wb") as f:
+            f.write(bad)
+        inst.cli("run", "--name", "c2", "--detach", "--network", "none", "--", "/bin/sh", "-c",
+                 "echo up; sleep 1000", check=True)
+        wait_for(lambda: is_shim(shim_pid(inst, "c2")), what="the shim")
+        assert open(cached[0], "rb").read() == good  # compiled again
+        assert inst.cli("logs", "c2", check=True).stdout == "up\n"
+        inst.cli("rm", "c2", "--force", check=True)

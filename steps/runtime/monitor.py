@@ -254,8 +254,9 @@ class Monitor:
 
 def shim_program(run_root: str) -> str:
     """The shim's file to run: its compiled form (compiling the source at every start leaves the
-    shim about 1 MiB bigger) - the package's own when current, else one compiled into RUN_ROOT
-    (PYTHONDONTWRITEBYTECODE, a read-only tree); the source when neither can be had."""
+    shim about 1 MiB bigger), kept in RUN_ROOT (a tmpfs, per boot) and used only while its header
+    names the current source and its code loads: a stale or corrupt one is compiled again, never
+    run; the source when none can be had."""
     from steps.runtime import shim
 
     source = os.path.abspath(shim.__file__)
@@ -264,12 +265,12 @@ def shim_program(run_root: str) -> str:
     except OSError:
         return source
     ours = os.path.join(run_root, f"shim.{sys.implementation.cache_tag}.pyc")
-    for cached in (getattr(shim, "__cached__", None), ours):
-        if cached and current(cached, st):
-            return os.path.abspath(cached)
+    if current(ours, st):
+        return ours
     try:
         import py_compile
 
+        os.makedirs(run_root, exist_ok=True)
         py_compile.compile(source, cfile=ours, doraise=True)  # written atomically, as imports do
         if current(ours, st):
             return ours
@@ -279,16 +280,24 @@ def shim_program(run_root: str) -> str:
 
 
 def current(cached: str, st: os.stat_result) -> bool:
-    """Whether cached is the compiled form of the source whose stat is st (a timestamp pyc)."""
+    """Whether cached is the compiled form of the source whose stat is st (a timestamp pyc) and
+    its code loads (a file cut short or overwritten does not)."""
+    import marshal
     from importlib.util import MAGIC_NUMBER
 
     try:
         with open(cached, "rb") as f:
-            head = f.read(16)
+            data = f.read(1 << 22)
     except OSError:
         return False
-    return head == MAGIC_NUMBER + b"\0\0\0\0" + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") \
+    head = MAGIC_NUMBER + b"\0\0\0\0" + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") \
         + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    if data[:16] != head:
+        return False
+    try:
+        return type(marshal.loads(data[16:])).__name__ == "code"
+    except (ValueError, EOFError, TypeError):
+        return False
 
 
 def container_log(ctx):
