@@ -35,7 +35,10 @@ TTL = 5  # containers come and go: a short time to live
 UPSTREAM_TIMEOUT = 2.0  # per nameserver, then the next one
 TCP_IDLE = 10.0
 MAX_PENDING = 512  # forwarded queries in flight, all containers together
+MAX_PENDING_EACH = 32  # ... and from one container: one cannot take every other's share
 MAX_TCP = 256  # client connections, all containers together
+MAX_TCP_EACH = 16  # ... and from one container
+MAX_QUERY = 4096  # bytes: no plain query is bigger (EDNS's usual buffer)
 HOUSEKEEPING = 30.0  # seconds between looks at the leases and at our socket file
 PID_FILE = "resolver.pid"
 SOCKET = "resolver.sock"
@@ -65,7 +68,8 @@ def question(data: bytes):
     if len(data) < 17:
         return None
     qid, flags, qd = struct.unpack_from(">HHH", data)
-    if flags & 0xF800 or qd != 1:  # a response, or not a standard query
+    an, ns = struct.unpack_from(">HH", data, 6)
+    if flags & 0xF800 or qd != 1 or an or ns or len(data) > MAX_QUERY:  # a response, an update, not a query
         return None
     labels, pos = [], 12
     while True:
@@ -100,6 +104,7 @@ class Upstream:
     def __init__(self, query: bytes, answer, tcp: bool):
         self.query, self.answer, self.tcp = query, answer, tcp
         self.index, self.sock, self.deadline, self.buf, self.sent = -1, None, 0.0, b"", False
+        self.owner = ""
 
 
 class Server:
@@ -116,6 +121,7 @@ class Server:
         self.servers, self.resolv_stamp = [], None
         self.upstreams = {}  # fd -> Upstream
         self.clients = {}  # fd -> [socket, buffer, deadline, container name]
+        self.owner = {}  # a UDP socket's fd -> the container it listens for
         self.running = True
         os.chdir(net_dir)  # a relative bind: a long RUN_ROOT would not fit sockaddr_un
         try:
@@ -170,12 +176,14 @@ class Server:
         finally:
             os.close(fd)
         self.served[name] = (inode, udp, tcp)
+        self.owner[udp.fileno()] = name
         self.watch(udp, self.on_udp)
         self.watch(tcp, lambda s, events, name=name: self.on_accept(s, name))
 
     def drop(self, name: str) -> None:
         entry = self.served.pop(name, None)
         if entry is not None:
+            self.owner.pop(entry[1].fileno(), None)
             self.unwatch(entry[1])
             self.unwatch(entry[2])
         for fd, client in list(self.clients.items()):  # its connections hold the netns too
@@ -220,9 +228,9 @@ class Server:
         if stamp != self.resolv_stamp:
             self.resolv_stamp, self.servers = stamp, []
             try:
-                with open(self.resolv_conf) as f:
+                with open(self.resolv_conf, errors="replace") as f:
                     lines = f.read(1 << 16).splitlines()
-            except OSError:
+            except (OSError, ValueError):
                 lines = []
             for line in lines:
                 fields = line.split()
@@ -233,15 +241,19 @@ class Server:
 
     # --- queries ---
 
-    def answer(self, data: bytes, send, tcp: bool) -> None:
+    def answer(self, data: bytes, send, tcp: bool, owner: str = "") -> None:
+        """A plain query is answered or forwarded; anything else is dropped, never passed on
+        (the host's nameserver sees only standard queries, never an update or a response)."""
         q = question(data)
-        address = self.lookup(q[2]) if q else None
+        if q is None:
+            return
+        address = self.lookup(q[2])
         if q and address is None and q[3] == 12 and q[2] in self.reverse:  # PTR of a container's address
             target = self.reverse[q[2]]
             send(reply(data, q, 0, b"\xc0\x0c" + struct.pack(">HHIH", 12, 1, TTL, len(target)) + target))
             return
         if address is None:
-            self.forward(data, send, tcp)
+            self.forward(data, send, tcp, owner)
             return
         _, _, _, qtype, qclass, _ = q
         record = b""
@@ -249,10 +261,12 @@ class Server:
             record = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, TTL, 4) + address
         send(reply(data, q, 0, record))  # AAAA and the rest: the name exists, with no such record
 
-    def forward(self, data: bytes, send, tcp: bool) -> None:
-        if len(self.upstreams) >= MAX_PENDING:
+    def forward(self, data: bytes, send, tcp: bool, owner: str = "") -> None:
+        mine = sum(1 for u in self.upstreams.values() if u.owner == owner)
+        if len(self.upstreams) >= MAX_PENDING or mine >= MAX_PENDING_EACH:
             return  # the client asks again
         up = Upstream(data, send, tcp)
+        up.owner = owner
         self.next_server(up)
 
     def next_server(self, up: Upstream) -> None:
@@ -304,9 +318,9 @@ class Server:
                 if not up.sent:
                     if not events & select.POLLOUT:
                         raise OSError("connection failed")
-                    s.setblocking(True)
-                    s.settimeout(1.0)
-                    s.sendall(struct.pack(">H", len(up.query)) + up.query)
+                    out = struct.pack(">H", len(up.query)) + up.query
+                    if s.send(out) != len(out):  # a few bytes into a new connection's buffer: all or nothing
+                        raise OSError("short send")
                     up.sent = True
                     self.poll.modify(s.fileno(), IN)
                     return
@@ -316,7 +330,8 @@ class Server:
                 up.buf += chunk
                 if len(up.buf) < 2 or len(up.buf) < 2 + struct.unpack_from(">H", up.buf)[0]:
                     return
-                data = up.buf[2:2 + struct.unpack_from(">H", up.buf)[0]]
+                size = struct.unpack_from(">H", up.buf)[0]
+                data, up.buf = up.buf[2:2 + size], up.buf[2 + size:]
             else:
                 data = s.recv(65535)
             if data[:2] != up.query[:2]:
@@ -336,18 +351,18 @@ class Server:
                 return
             except OSError:
                 continue
-            self.answer(data, lambda out, s=s, peer=peer: s.sendto(out, peer), False)
+            self.answer(data, lambda out, s=s, peer=peer: s.sendto(out, peer), False, self.owner.get(s.fileno(), ""))
 
     def on_accept(self, s, name: str) -> None:
         try:
             conn, _ = s.accept()
         except OSError:
             return
-        if len(self.clients) >= MAX_TCP:
+        if len(self.clients) >= MAX_TCP or sum(1 for c in self.clients.values() if c[3] == name) >= MAX_TCP_EACH:
             conn.close()
             return
         self.watch(conn, self.on_client)
-        self.clients[conn.fileno()] = [conn, b"", time.monotonic() + TCP_IDLE, name]
+        self.clients[conn.fileno()] = [conn, b"", time.monotonic() + TCP_IDLE, name]  # the whole message's deadline
 
     def on_client(self, conn, events: int) -> None:
         client = self.clients.get(conn.fileno())
@@ -361,23 +376,29 @@ class Server:
             self.clients.pop(conn.fileno(), None)
             self.unwatch(conn)
             return
+        if not client[1]:
+            client[2] = time.monotonic() + TCP_IDLE  # a new message: a new deadline (a trickle does not extend one)
         client[1] += chunk
-        client[2] = time.monotonic() + TCP_IDLE
         while len(client[1]) >= 2 and len(client[1]) >= 2 + struct.unpack_from(">H", client[1])[0]:
             size = struct.unpack_from(">H", client[1])[0]
             data, client[1] = client[1][2:2 + size], client[1][2 + size:]
-            self.answer(data, lambda out, c=conn: self.send_tcp(c, out), True)
+            self.answer(data, lambda out, c=conn: self.send_tcp(c, out), True, client[3])
+            if not client[1]:
+                client[2] = time.monotonic() + TCP_IDLE
 
     def send_tcp(self, conn, out: bytes) -> None:
+        """Never blocks the loop: a client that does not read its answers (its socket's buffer
+        full) loses its connection, not every other container its resolver."""
         if conn.fileno() < 0 or conn.fileno() not in self.clients:
             return
-        conn.setblocking(True)
-        conn.settimeout(1.0)
+        message = struct.pack(">H", len(out)) + out
         try:
-            conn.sendall(struct.pack(">H", len(out)) + out)
-        finally:
-            if conn.fileno() >= 0:
-                conn.setblocking(False)
+            sent = conn.send(message)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent != len(message):
+            self.clients.pop(conn.fileno(), None)
+            self.unwatch(conn)
 
     # --- control ---
 

@@ -166,9 +166,12 @@ def spawn(instance, wait: bool = True) -> int | None:
             os.setsid()
             if os.fork() == 0:
                 os.chdir("/")
+                os.umask(0o077)  # its socket, pidfile and directory are root's alone from the start
                 null = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
+                os.closerange(3, w)  # nothing the caller inherited lives as long as the instance
+                os.closerange(w + 1, 1 << 16)
                 os.execve(sys.executable, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"})
         finally:
             os._exit(0)  # never back into the caller's code

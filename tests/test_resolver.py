@@ -261,3 +261,67 @@ def test_network_none_and_dns_keep_their_files(inst, upstream, monkeypatch):
     p = inst.cli("run", "--name", "n", "--rm", "--network", "none", "--", "cat", "/etc/resolv.conf")
     assert p.returncode == 0 and "nameserver 192.0.2.53" in p.stdout, p.stdout + p.stderr
     assert resolver_pid(inst) is None
+
+
+# --- what a hostile container can send (the server's own methods, no netns needed) -------------
+
+def plain_query(qid: int, name: bytes = b"example.org", flags: int = 0x0100, qd: int = 1, an: int = 0) -> bytes:
+    import struct
+
+    labels = b"".join(bytes([len(part)]) + part for part in name.split(b".")) + b"\0"
+    return struct.pack(">HHHHHH", qid, flags, qd, an, 0, 0) + labels + struct.pack(">HH", 1, 1)
+
+
+@pytest.fixture
+def server(tmp_path):
+    from steps import dns_server
+
+    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.1\n")  # nothing answers there: queries wait
+    srv = dns_server.Server(str(tmp_path), str(tmp_path / "containers"), str(tmp_path / "resolv.conf"))
+    yield srv
+    for up in list(srv.upstreams.values()):
+        if up.sock is not None:
+            up.sock.close()
+    srv.control.close()
+    os.close(srv.host_ns)
+
+
+def test_only_plain_queries_are_forwarded(server):
+    sent = []
+    junk = [plain_query(1, flags=0x8100),  # a response
+            plain_query(2, flags=0x2800),  # an UPDATE
+            plain_query(3, qd=0), plain_query(4, qd=2), plain_query(5, an=1),
+            b"\xff" * 5, plain_query(6) + b"\0" * 5000]  # too big for a plain query
+    for data in junk:
+        server.answer(data, sent.append, False, "a")
+    assert not server.upstreams and not sent  # dropped: never passed to the host's nameserver
+    server.answer(plain_query(7), sent.append, False, "a")
+    assert len(server.upstreams) == 1
+
+
+def test_one_container_cannot_take_every_forwarding_slot(server):
+    from steps import dns_server
+
+    for i in range(dns_server.MAX_PENDING_EACH + 20):
+        server.answer(plain_query(i), lambda out: None, False, "greedy")
+    assert len(server.upstreams) == dns_server.MAX_PENDING_EACH
+    server.answer(plain_query(9999), lambda out: None, False, "other")
+    assert sum(1 for u in server.upstreams.values() if u.owner == "other") == 1
+
+
+def test_a_client_that_does_not_read_loses_its_connection_not_the_resolver(server):
+    import socket
+    import time
+
+    ours, theirs = socket.socketpair()  # theirs never reads
+    ours.setblocking(False)
+    server.watch(ours, server.on_client)
+    server.clients[ours.fileno()] = [ours, b"", time.monotonic() + 10, "slow"]
+    start = time.monotonic()
+    for _ in range(2000):  # answers pile up in a buffer nobody empties
+        server.send_tcp(ours, b"x" * 512)
+        if ours.fileno() < 0:
+            break
+    assert time.monotonic() - start < 0.5  # never waits on the client
+    assert ours.fileno() < 0 and not server.clients  # dropped
+    theirs.close()

@@ -151,12 +151,17 @@ class Monitor:
             self.exec_shim()
         try:
             self.stdio.relay(self.init_pid)
+            # waited for unreaped first: a signal forwarded until then reaches the init or its
+            # zombie, never a process that took its pid after the reaping
+            os.waitid(os.P_PID, self.init_pid, os.WEXITED | os.WNOWAIT)
+            for s in FORWARDED:  # nothing to forward to now; the clean-up must not be cut short
+                signal.signal(s, signal.SIG_IGN)
             _, status = os.waitpid(self.init_pid, 0)
             return decode_status(status)
         except ChildProcessError:
             return EXIT_DIY_FAILED
         finally:
-            for s in FORWARDED:  # nothing to forward to now; the clean-up must not be cut short
+            for s in FORWARDED:
                 signal.signal(s, signal.SIG_IGN)
 
     def exec_shim(self) -> None:

@@ -323,13 +323,17 @@ def main(argv: list) -> None:
     log.close()
     if log.dropped:
         posix.write(2, f"diy-docker: cannot write {log.path}: {log.dropped} log records dropped\n".encode())
+    try:  # waited for unreaped first: a signal forwarded until then reaches the init or its zombie,
+        posix.waitid(posix.P_PID, init, posix.WEXITED | posix.WNOWAIT)  # never a reused pid
+    except ChildProcessError:
+        pass
+    for s in FORWARDED:  # nothing to forward to now; the clean-up must not be cut short
+        _signal.signal(s, _signal.SIG_IGN)
     try:
         _, status = posix.waitpid(init, 0)
         code = 128 + posix.WTERMSIG(status) if posix.WIFSIGNALED(status) else posix.WEXITSTATUS(status)
     except ChildProcessError:
         code = 125
-    for s in FORWARDED:  # nothing to forward to now; the clean-up must not be cut short
-        _signal.signal(s, _signal.SIG_IGN)
     posix.execve(back[0], back + [f"code={code}"], posix.environ)
 
 
