@@ -45,6 +45,7 @@ except ImportError:
 DEFAULT_OPTS = {"max-size": 10 * 1024 * 1024, "max-file": 3}
 SPLIT = 16 * 1024  # Docker splits a longer line into 16 KiB records, each without its newline
 CHUNK = 65536
+DRAIN_SECONDS, DRAIN_BYTES = 2.0, 8 * 1024 * 1024  # what is read and written after the init ended, at most
 FORWARDED = (2, 15, 1, 3, 10, 12)  # SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (as monitor.py)
 SIGKILL = 9
 
@@ -176,16 +177,23 @@ class Relay:
                     self.pump(src)
             if pidfd in r:
                 break
+        # What it wrote before it ended, within bounds: a writer outside its pid namespace holding
+        # the pipe (or an attach client that stops reading) must not hold the exit record for ever.
+        deadline, budget = time.monotonic() + DRAIN_SECONDS, DRAIN_BYTES
         quiet = self.to_container | self.listeners | self.clients
-        for src in [s for s in self.pairs if s not in quiet]:  # what it wrote before it ended
+        for src in [s for s in self.pairs if s not in quiet]:
             posix.set_blocking(src, False)
-            while src in self.pairs:
-                self.pump(src) if select.select([src], [], [], 0)[0] else self.pairs.pop(src)
+            while src in self.pairs and budget > 0 and time.monotonic() < deadline:
+                if select.select([src], [], [], 0)[0]:
+                    budget -= CHUNK
+                    self.pump(src)
+                else:
+                    self.pairs.pop(src)
         for dst in list(self.pending):
             try:
-                posix.set_blocking(dst, True)
-                while self.pending[dst]:
-                    self.pending[dst] = self.pending[dst][posix.write(dst, self.pending[dst]):]
+                while self.pending[dst] and time.monotonic() < deadline:
+                    if select.select([], [dst], [], max(0.0, deadline - time.monotonic()))[1]:
+                        self.pending[dst] = self.pending[dst][posix.write(dst, self.pending[dst]):]
             except OSError:
                 pass
 
