@@ -403,6 +403,15 @@ def network_repair(c, check=False, json=False):
     return repair(_out(check, json))
 
 
+@task(name="df", help={"verbose": "each image, container and volume", "json": "print JSON"})
+@guarded
+def system_df(c, verbose=False, json=False):
+    """Disk used by images, containers and local volumes, and what a prune could give back (docker system df)."""
+    from steps.cli.system import df
+
+    return df(verbose, json)
+
+
 def _step_task(stage: str):
     def body(c, name, check=False, undo=False, json=False):
         from steps.cli.lifecycle import one_step
@@ -486,6 +495,7 @@ ns.add_task(top)
 ns.add_task(boot)
 ns.add_collection(Collection("image", import_image, load_image, from_docker, image_prune))
 ns.add_collection(Collection("network", network_inspect, network_prune, network_repair))
+ns.add_collection(Collection("system", system_df))
 ns.add_collection(Collection("volume", volume_create, volume_ls, volume_inspect, volume_rm, volume_prune))
 ns.add_collection(Collection("step", *(_step_task(s) for s in
                                         ("image", "layers", "volumes", "cgroup", "veth", "nat", "firewall",

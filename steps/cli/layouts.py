@@ -65,5 +65,7 @@ GROUPS: dict[str, dict[str, Layout]] = {
                "inspect": Layout("volume.inspect", ("name",), usage="VOLUME"),
                "rm": Layout("volume.rm", ("name...",), {"f": "force"}, echo=True, usage="[OPTIONS] VOLUME [VOLUME...]"),
                "prune": Layout("volume.prune", (), {"a": "all", "f": "force"})},
-    "network": {"inspect": Layout("network.inspect"), "prune": Layout("network.prune")},
+    "network": {"inspect": Layout("network.inspect"), "prune": Layout("network.prune"),
+                "repair": Layout("network.repair")},
+    "system": {"df": Layout("system.df", (), {"v": "verbose"})},
 }
