@@ -412,6 +412,19 @@ def system_df(c, verbose=False, json=False):
     return df(verbose, json)
 
 
+@task(name="prune", help={"all": "also images with a name that no container uses",
+                          "volumes": "also anonymous volumes no container uses", "force": "do not ask"})
+@guarded
+def system_prune(c, all=False, volumes=False, force=False):
+    """Remove stopped containers and images no container uses (docker system prune).
+
+    With --volumes also the anonymous volumes no container uses; prints what went and the space
+    given back. Asks first unless --force."""
+    from steps.cli.system import prune
+
+    return prune(all, volumes, force)
+
+
 def _step_task(stage: str):
     def body(c, name, check=False, undo=False, json=False):
         from steps.cli.lifecycle import one_step
@@ -495,7 +508,7 @@ ns.add_task(top)
 ns.add_task(boot)
 ns.add_collection(Collection("image", import_image, load_image, from_docker, image_prune))
 ns.add_collection(Collection("network", network_inspect, network_prune, network_repair))
-ns.add_collection(Collection("system", system_df))
+ns.add_collection(Collection("system", system_df, system_prune))
 ns.add_collection(Collection("volume", volume_create, volume_ls, volume_inspect, volume_rm, volume_prune))
 ns.add_collection(Collection("step", *(_step_task(s) for s in
                                         ("image", "layers", "volumes", "cgroup", "veth", "nat", "firewall",

@@ -36,3 +36,29 @@ def test_system_df_counts_sizes_and_what_is_reclaimable(inst):
         inst.cli("rm", "up", "--force", check=True)
         inst.cli("rm", "done", check=True)
         inst.docker("volume", "rm", "used", "spare", check=True)
+
+
+def test_system_prune_asks_then_removes_what_docker_would(inst):
+    inst.cli("run", "--name", "up", "--detach", "--network", "none", "--", "/bin/sleep", "1000", check=True)
+    inst.cli("run", "--name", "done", "--network", "none", "--volume", "/anon", "--", "/bin/sh", "-c",
+             "head -c 100000 /dev/zero > /x", check=True)
+    inst.docker("volume", "create", "named", check=True)
+    try:
+        no = inst.docker("system", "prune", input="n\n", check=True)
+        assert "WARNING! This will remove:" in no.stdout and "all stopped containers" in no.stdout
+        assert sorted(inst.containers()) == ["done", "up"]  # asked, answered no: nothing removed
+        yes = inst.docker("system", "prune", "--volumes", input="y\n", check=True)
+        assert "Deleted Containers:" in yes.stdout and "Deleted Volumes:" in yes.stdout
+        assert "Total reclaimed space:" in yes.stdout
+        assert inst.containers() == ["up"]  # the running one stays
+        vols = json.loads(inst.cli("volume.ls", "--json", check=True).stdout)
+        assert [v["Name"] for v in vols] == ["named"]  # the anonymous one went; a named one stays
+        inst.cli("system.prune", "--all", "--force", check=True)
+        assert inst.containers() == ["up"]
+        images = json.loads(inst.cli("images", "--json", check=True).stdout)
+        assert [i["name"] for i in images] == ["busybox"]  # used by the running container: kept
+    finally:
+        inst.cli("rm", "up", "--force", check=True)
+        inst.docker("volume", "rm", "named", check=True)
+    inst.cli("system.prune", "--all", "--force", check=True)
+    assert json.loads(inst.cli("images", "--json", check=True).stdout) == []

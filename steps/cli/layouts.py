@@ -67,5 +67,6 @@ GROUPS: dict[str, dict[str, Layout]] = {
                "prune": Layout("volume.prune", (), {"a": "all", "f": "force"})},
     "network": {"inspect": Layout("network.inspect"), "prune": Layout("network.prune"),
                 "repair": Layout("network.repair")},
-    "system": {"df": Layout("system.df", (), {"v": "verbose"})},
+    "system": {"df": Layout("system.df", (), {"v": "verbose"}),
+               "prune": Layout("system.prune", (), {"a": "all", "f": "force"})},
 }

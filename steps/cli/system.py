@@ -109,3 +109,86 @@ def print_verbose(imgs: list[dict], ctrs: list[dict], vols: list[dict], human_si
     print(f"{'VOLUME NAME':<40}{'LINKS':<8}SIZE")
     for v in vols:
         print(f"{v['name']:<40}{len(v['containers']):<8}{human_size(v['size'])}")
+
+
+PRUNE_WHAT = ["all stopped containers", "all dangling images"]
+
+
+def prune(all_images: bool = False, volumes: bool = False, force: bool = False) -> int:
+    """docker system prune: stopped containers, images no container uses (-a: tagged ones too;
+    else only those without a name), anonymous volumes no container uses (--volumes). The
+    instance's network needs no prune: it goes with its last container. Asks first unless force."""
+    from steps.cli.columns import human_size
+
+    what = PRUNE_WHAT[:1] + (["all images without at least one container associated to them"]
+                             if all_images else PRUNE_WHAT[1:])
+    what += ["all anonymous volumes not used by at least one container"] if volumes else []
+    if not force and not confirmed(what):
+        return 0
+    instance = config.load()
+    containers_removed, freed = prune_containers()
+    images_removed, image_bytes = prune_images(instance, all_images)
+    volumes_removed, volume_bytes = prune_volumes(instance) if volumes else ([], 0)
+    for title, items in (("Deleted Containers", containers_removed), ("Deleted Images", images_removed),
+                         ("Deleted Volumes", volumes_removed)):
+        if items:
+            print(f"{title}:\n" + "\n".join(items) + "\n")
+    print(f"Total reclaimed space: {human_size(freed + image_bytes + volume_bytes)}")
+    return 0
+
+
+def confirmed(what: list[str]) -> bool:
+    import sys
+
+    print("WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what))
+    print("Are you sure you want to continue? [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline() if sys.stdin is not None else ""
+    return answer.strip().lower() in ("y", "yes")
+
+
+def prune_containers() -> tuple[list[str], int]:
+    """Every container that is not running (nor waiting to restart): its ID and its layer's size."""
+    from steps.cli.containers import Output, restarting
+    from steps.cli.lifecycle import rm
+
+    removed, freed = [], 0
+    for c in container_usage():
+        if c["running"]:
+            continue
+        names = next((n for n, _ in containers() if n.container == c["name"]), None)
+        if names is None or restarting(names):
+            continue
+        rm(c["name"], False, Output(), volumes=False)
+        removed.append(c["id"] or c["name"])
+        freed += c["size"]
+    return removed, freed
+
+
+def prune_images(instance, all_images: bool) -> tuple[list[str], int]:
+    """Images no container uses (-a: untagged first, as docker image prune -a), and their layers."""
+    import os
+
+    from steps.cli.listing import LayerSizes
+    from steps.image.commands import users_of
+    from steps.image.store import Store
+
+    store = Store(instance)
+    if not os.path.isdir(store.root):
+        return [], 0
+    sizes = LayerSizes(instance, store)
+    with store.lock():
+        users = users_of(instance)
+        known = {d: sizes.of(d) for i in store.index().values() for d in (store.image(i) or {}).get("layers", [])}
+        if all_images:
+            for ref, image_id in sorted(store.index().items()):
+                if not users.get(image_id):
+                    store.untag(ref)
+        with store.quiet() as idle:
+            images, layers = store.remove_unused(set(users), work=idle)
+    return [f"deleted: {i}" for i in images], sum(known.get(d, 0) for d in layers)
+
+
+def prune_volumes(instance) -> tuple[list[str], int]:
+    from steps.cli.volume_commands import prune_unused
+
+    return prune_unused(instance, all_volumes=False)

@@ -85,9 +85,8 @@ def rm(name: str, force: bool) -> int:
     return 0
 
 
-def prune(all_volumes: bool) -> int:
-    """Unused anonymous volumes (and with --all unused named ones too), as `docker volume prune`."""
-    instance = config.load()
+def prune_unused(instance, all_volumes: bool) -> tuple[list[str], int]:
+    """Remove the anonymous volumes no container uses (all_volumes: named ones too): (names, bytes)."""
     removed, freed = [], 0
     with volumes_lock(instance):
         for name in store.names(instance):
@@ -95,6 +94,12 @@ def prune(all_volumes: bool) -> int:
             if (meta.get("anonymous") or all_volumes) and not store.users(instance, name):
                 freed += store.remove(instance, name)
                 removed.append(name)
+    return removed, freed
+
+
+def prune(all_volumes: bool) -> int:
+    """Unused anonymous volumes (and with --all unused named ones too), as `docker volume prune`."""
+    removed, freed = prune_unused(config.load(), all_volumes)
     if removed:
         print("Deleted Volumes:")
         print("\n".join(removed))
