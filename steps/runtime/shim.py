@@ -149,16 +149,23 @@ class LogWriter:
             self.fd = None
 
 
-# --- the relay (as steps/runtime/terminal.py's Relay, detached: output to the log only) -----
+# --- the relay (the foreground monitor's too: steps/runtime/terminal.py runs this one) ---------
 
 class Relay:
-    def __init__(self, pairs: dict, to_container: set, tee: dict, log, listeners: set):
-        self.pairs = pairs  # source -> destination fd, or None: recorded only
-        self.pending = {dst: b"" for dst in pairs.values() if dst is not None}
-        self.to_container, self.tee, self.log, self.listeners = to_container, tee, log, listeners
+    """Bytes from each source to its destination (None: recorded only, a detached container),
+    the container's output into the log too, `attach` connections fed to their listener's
+    destination, until the init ends; then what is left, within bounds."""
+
+    def __init__(self, pairs, to_container: set, tee: dict | None = None, log=None, listeners: set | None = None):
+        self.pairs = dict(pairs)  # source -> destination fd, or None: recorded only
+        self.pending = {dst: b"" for dst in self.pairs.values() if dst is not None}
+        self.to_container = to_container  # sources whose EOF closes their destination
+        self.tee, self.log = tee or {}, log  # source -> "stdout"|"stderr": its chunks go to the log too
+        self.listeners = listeners or set()  # sockets whose connections feed their destination
         self.clients = set()  # `attach` connections: what they send goes to their listener's destination
         for dst in self.pending:
-            posix.set_blocking(dst, False)
+            if dst > 2:  # never a caller's own fds: their file descriptions are shared with its shell
+                posix.set_blocking(dst, False)
 
     def run(self, pidfd: int) -> None:
         import select
@@ -177,8 +184,13 @@ class Relay:
                     self.pump(src)
             if pidfd in r:
                 break
-        # What it wrote before it ended, within bounds: a writer outside its pid namespace holding
-        # the pipe (or an attach client that stops reading) must not hold the exit record for ever.
+        self.drain()
+
+    def drain(self) -> None:
+        """What it wrote before it ended, within bounds: a writer outside its pid namespace holding
+        the pipe (or an attach client that stops reading) must not hold the exit record for ever."""
+        import select
+
         deadline, budget = time.monotonic() + DRAIN_SECONDS, DRAIN_BYTES
         quiet = self.to_container | self.listeners | self.clients
         for src in [s for s in self.pairs if s not in quiet]:
@@ -216,9 +228,10 @@ class Relay:
                 self.flush(dst)
                 if not self.pending.get(dst) and dst in self.pending:
                     del self.pending[dst]
-                    posix.close(dst)
+                    if dst > 2:
+                        posix.close(dst)
             return
-        if src in self.tee:
+        if src in self.tee and self.log is not None:
             self.log.record(self.tee[src], data)
         if dst is not None:
             self.pending[dst] += data

@@ -9,19 +9,18 @@ as `docker run -it` does. A TIOCSTI from inside can then only reach its own pty.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
-import select
 import signal
 import socket
 import struct
 import termios
 import tty
 
+from steps.runtime import shim
+
 TIOCSPTLCK = 0x40045431  # unlockpt(3)
 TIOCGPTPEER = 0x5441     # open the peer through the master, never by path (ioctl_tty(2), Linux 4.13)
-CHUNK = 65536
 
 
 # --- inside the container (the init, after pivot_root) ----------------------
@@ -91,127 +90,18 @@ def copy_window_size(src: int, dst: int) -> None:
         pass
 
 
-class Relay:
-    """Copies bytes src -> dst for each pair until the init is gone and its output drained.
-
-    Writes are non-blocking with a pending buffer, so a container that stops reading its
-    stdin never stalls its own output."""
-
-    def __init__(self, pairs: list[tuple[int, int | None]], to_container: set[int],
-                 tee: dict[int, str] | None = None, log=None, listeners: set[int] | None = None):
-        self.pairs = dict(pairs)  # a destination None: recorded only (a detached container)
-        self.pending = {dst: b"" for dst in self.pairs.values() if dst is not None}
-        self.to_container = to_container  # sources whose EOF closes their destination
-        self.tee = tee or {}  # source -> "stdout"|"stderr": its chunks go to the log too
-        self.log = log
-        self.listeners = listeners or set()  # sockets whose connections feed their destination
-        self.clients: set[int] = set()       # those connections (`attach` with stdin)
-        for dst in self.pending:
-            if dst > 2:  # never the caller's own fds: their file descriptions are shared with its shell
-                os.set_blocking(dst, False)
+class Relay(shim.Relay):
+    """The foreground monitor's relay: the detached shim's own (steps/runtime/shim.py), run on
+    the init's pid; the `attach` connections are closed when it ends."""
 
     def run(self, init_pid: int) -> None:
         pidfd = os.pidfd_open(init_pid)
         try:
-            while not self.step(pidfd):
-                pass
-            self.drain()
+            super().run(pidfd)
         finally:
             os.close(pidfd)
             for fd in self.clients:
                 os.close(fd)
-
-    def step(self, pidfd: int) -> bool:
-        """One select round; True when the init has exited."""
-        readers = [src for src, dst in self.pairs.items() if dst is None or len(self.pending[dst]) < CHUNK]
-        writers = [dst for dst, data in self.pending.items() if data]
-        try:
-            r, w, _ = select.select(readers + [pidfd], writers, [])
-        except InterruptedError:
-            return False
-        for dst in w:
-            self.flush(dst)
-        for src in r:
-            if src != pidfd:
-                self.pump(src)
-        return pidfd in r
-
-    def pump(self, src: int) -> None:
-        if src in self.listeners:
-            return self.accept(src)
-        try:
-            data = os.read(src, CHUNK)
-        except OSError as e:
-            if e.errno == errno.EAGAIN:
-                return
-            data = b""  # EIO: the pty's other side is closed
-        dst = self.pairs[src]
-        if not data:
-            del self.pairs[src]
-            if src in self.clients:  # one attach ended; the container's stdin stays open
-                self.clients.discard(src)
-                os.close(src)
-                return
-            if src in self.to_container and dst not in self.pairs.values():
-                self.close_when_flushed(dst)
-            return
-        if src in self.tee and self.log is not None:
-            self.log.record(self.tee[src], data)
-        if dst is None:
-            return
-        self.pending[dst] += data
-        self.flush(dst)
-
-    def accept(self, listener: int) -> None:
-        """A new `attach`: what it sends goes where the listener's connections go."""
-        sock = socket.socket(fileno=listener)
-        try:
-            conn, _ = sock.accept()
-        except OSError:
-            return
-        finally:
-            sock.detach()  # the fd stays ours, closed with the relay's others
-        fd = conn.detach()
-        self.clients.add(fd)
-        self.pairs[fd] = self.pairs[listener]
-
-    def close_when_flushed(self, dst: int) -> None:
-        self.flush(dst)
-        if not self.pending.get(dst) and dst in self.pending:
-            del self.pending[dst]
-            if dst > 2:
-                os.close(dst)
-
-    def flush(self, dst: int) -> None:
-        data = self.pending.get(dst)
-        if not data:
-            return
-        try:
-            sent = os.write(dst, data)
-        except BlockingIOError:
-            return
-        except OSError:
-            sent = len(data)  # the reader is gone: drop what it would never read
-        self.pending[dst] = data[sent:]
-
-    def drain(self) -> None:
-        """What the container wrote before it ended, then whatever is still buffered."""
-        quiet = self.to_container | self.listeners | self.clients
-        for src in [s for s in self.pairs if s not in quiet]:
-            os.set_blocking(src, False)
-            while src in self.pairs:
-                self.pump(src) if self.readable(src) else self.pairs.pop(src)
-        for dst in list(self.pending):
-            try:
-                os.set_blocking(dst, True)
-                while self.pending[dst]:
-                    self.pending[dst] = self.pending[dst][os.write(dst, self.pending[dst]):]
-            except OSError:
-                pass
-
-    @staticmethod
-    def readable(fd: int) -> bool:
-        return bool(select.select([fd], [], [], 0)[0])
 
 
 def forward_window_changes(caller: int, master: int) -> object:
