@@ -304,3 +304,20 @@ def bpf_prog_query(target_fd: int, attach_type: int) -> int:
     attr = _bpf_attr(struct.pack("=IIIIQI", target_fd, attach_type, 0, 0, 0, 0))
     _bpf_call(BPF_PROG_QUERY, attr, "bpf BPF_PROG_QUERY")
     return struct.unpack_from("=I", attr, 24)[0]
+
+
+def daemonize(child, r: int, w: int) -> None:
+    """Run child() in a grandchild in a session of its own - a daemon: no controlling terminal,
+    not our child - which keeps w of the pipe r/w while we keep r; returns once the middle
+    process is gone. Neither process ever comes back into the caller's code."""
+    first = os.fork()
+    if first == 0:
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() == 0:
+                child()
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(first, 0)

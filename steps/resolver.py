@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 
-from steps import StepFailed
+from steps import StepFailed, linux
 from steps.facts import process_alive
 from steps.names import network_dir
 
@@ -159,24 +159,18 @@ def spawn(instance, wait: bool = True) -> int | None:
     os.set_inheritable(w, True)
     argv = [sys.executable, "-I", "-S", SERVER, net_dir, os.path.join(instance.run_root, "containers"),
             host_resolv_conf(), str(w)]
-    first = os.fork()
-    if first == 0:
-        try:
-            os.close(r)
-            os.setsid()
-            if os.fork() == 0:
-                os.chdir("/")
-                os.umask(0o077)  # its socket, pidfile and directory are root's alone from the start
-                null = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(null, fd)
-                os.closerange(3, w)  # nothing the caller inherited lives as long as the instance
-                os.closerange(w + 1, 1 << 16)
-                os.execve(sys.executable, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"})
-        finally:
-            os._exit(0)  # never back into the caller's code
-    os.close(w)
-    os.waitpid(first, 0)
+
+    def server() -> None:
+        os.chdir("/")
+        os.umask(0o077)  # its socket, pidfile and directory are root's alone from the start
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, w)  # nothing the caller inherited lives as long as the instance
+        os.closerange(w + 1, 1 << 16)
+        os.execve(sys.executable, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"})
+
+    linux.daemonize(server, r, w)
     if not wait:
         return r
     wait_ready(r)

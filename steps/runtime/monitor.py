@@ -321,17 +321,7 @@ def spawn_detached(ctx, resume: Monitor | None = None, code: int = 0) -> int:
     """Fork a daemon monitor (double fork, new session); returns the init's pid. With resume, the
     daemon takes over that monitor's container, whose init exited with code (a restart policy)."""
     r, w = os.pipe2(os.O_CLOEXEC)
-    first = os.fork()
-    if first == 0:
-        try:
-            os.close(r)
-            os.setsid()
-            if os.fork() == 0:
-                daemon(ctx, w, resume, code)
-        finally:
-            os._exit(0)  # never back into the caller's code
-    os.close(w)
-    os.waitpid(first, 0)
+    linux.daemonize(lambda: daemon(ctx, w, resume, code), r, w)
     answer = read_all(r).decode(errors="replace")
     status, _, rest = answer.partition(" ")
     if status == "ok":
