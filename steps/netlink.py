@@ -161,12 +161,17 @@ def _addr_op(cmd: str, kw: dict) -> Op:
     msg["family"], msg["prefixlen"] = socket.AF_INET, kw.pop("prefixlen", 32)
     msg["index"], msg["flags"], msg["scope"] = kw.pop("index"), 0, RT_SCOPE_UNIVERSE
     msg["attrs"] = [("IFA_LOCAL", kw.pop("local", address)), ("IFA_ADDRESS", address)]
-    if kw:
-        raise TypeError(f"netlink addr: unknown arguments {sorted(kw)}")
-    if cmd not in ("add", "del"):
-        raise ValueError(f"netlink addr: unknown command {cmd!r}")
-    msg["header"]["type"], msg["header"]["flags"] = {"add": RTM_NEWADDR, "del": RTM_DELADDR}[cmd], _flags(cmd)
+    _header(msg, "addr", cmd, kw, {"add": RTM_NEWADDR, "del": RTM_DELADDR})
     return Op(msg, f"addr {cmd} {address}/{msg['prefixlen']}")
+
+
+def _header(msg, what: str, cmd: str, unused: dict, types: dict[str, int]) -> None:
+    """The request's type and flags for cmd, once every argument was taken (none left unused)."""
+    if unused:
+        raise TypeError(f"netlink {what}: unknown arguments {sorted(unused)}")
+    if cmd not in types:
+        raise ValueError(f"netlink {what}: unknown command {cmd!r}")
+    msg["header"]["type"], msg["header"]["flags"] = types[cmd], _flags(cmd)
 
 
 def _route_op(cmd: str, kw: dict) -> Op:
@@ -185,11 +190,7 @@ def _route_op(cmd: str, kw: dict) -> Op:
     for key in ("gateway", "oif"):
         if key in kw:
             msg["attrs"].append((f"RTA_{key.upper()}", kw.pop(key)))
-    if kw:
-        raise TypeError(f"netlink route: unknown arguments {sorted(kw)}")
-    if cmd not in ("add", "del"):
-        raise ValueError(f"netlink route: unknown command {cmd!r}")
-    msg["header"]["type"], msg["header"]["flags"] = {"add": RTM_NEWROUTE, "del": RTM_DELROUTE}[cmd], _flags(cmd)
+    _header(msg, "route", cmd, kw, {"add": RTM_NEWROUTE, "del": RTM_DELROUTE})
     return Op(msg, f"route {cmd} {dst}/{msg['dst_len']}")
 
 
