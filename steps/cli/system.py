@@ -152,11 +152,9 @@ def prune_containers() -> tuple[list[str], int]:
     from steps.cli.lifecycle import rm
 
     removed, freed = [], 0
+    names_of = {names.container: names for names, _ in containers()}
     for c in container_usage():
-        if c["running"]:
-            continue
-        names = next((n for n, _ in containers() if n.container == c["name"]), None)
-        if names is None or restarting(names):
+        if c["running"] or restarting(names_of[c["name"]]):
             continue
         rm(c["name"], False, Output(), volumes=False)
         removed.append(c["id"] or c["name"])
