@@ -73,6 +73,11 @@ class Names:
         return os.path.join(self.container_dir, "monitor.log")
 
     @property
+    def reserve(self) -> str:
+        """Ballast the record's writes may use when the container's layer filled the disk."""
+        return os.path.join(self.container_dir, "reserve")
+
+    @property
     def upper(self) -> str:
         return os.path.join(self.container_dir, "upper")
 

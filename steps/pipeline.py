@@ -82,7 +82,7 @@ class Engine:
                 try:
                     self.one(step, action)
                 except Exception as e:  # keep going: undo as much as possible
-                    errors.append(as_diy_error(e, stage))
+                    errors.append(as_diy_error(e, stage, action))
                 continue
             if errors:
                 self.report(step, action, SKIPPED, "an undo before it failed", time.monotonic())
@@ -93,7 +93,7 @@ class Engine:
             except BaseException as e:  # KeyboardInterrupt too: roll back, then report
                 if self.rollback and not self.check_only:
                     self.roll_back(applied + [step])
-                raise as_diy_error(e, step.name) from None
+                raise as_diy_error(e, step.name, action) from None
         if errors:
             raise errors[0]
 
@@ -149,13 +149,21 @@ class Engine:
 def one_line(e: BaseException) -> str:
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"
+    from steps.exhaustion import exhausted, what_ran_out
+
+    if exhausted(e):
+        return what_ran_out(e, None)
     text = str(e) or type(e).__name__
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def as_diy_error(e: BaseException, stage: str) -> DiyError:
+def as_diy_error(e: BaseException, stage: str, action: str = "apply") -> DiyError:
     if isinstance(e, DiyError):
         return e
     if isinstance(e, KeyboardInterrupt):
         return DiyError("interrupted; the steps this run applied were rolled back", 130)
+    from steps.exhaustion import exhausted, explain
+
+    if exhausted(e):
+        return explain(e, f"{'undoing' if action == 'undo' else 'applying'} {stage}")
     return StepFailed(f"{stage} failed: {one_line(e)}")

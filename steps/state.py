@@ -18,11 +18,27 @@ def atomic_write(path: str, data: str, mode: int = 0o644) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            write_all(fd, data.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        remove_file(tmp)  # a full disk leaves no half-written file behind
+        if e.filename is None:  # os.write names no file: the line says which file system filled
+            raise OSError(e.errno, e.strerror, path) from None
+        raise
+    except BaseException:
+        remove_file(tmp)
+        raise
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all is written (a short write is how a nearly full disk answers first)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def write_json(path: str, value) -> None:
@@ -47,6 +63,15 @@ def remove_file(path: str) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def remove_empty(*dirs: str) -> None:
+    """rmdir each of dirs that exists and is empty, in order."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
 
 
 def read_value(path: str) -> str | None:
@@ -87,9 +112,36 @@ def private_dir(path: str) -> None:
             os.chmod(path, 0o700)
 
 
+RESERVE = 64 << 10  # a record is 1-3 KB; its atomic write needs room for a second copy
+
+
 def save_record(names: Names, record: dict) -> None:
+    """Write the record. A container whose own writes filled the disk must still be able to
+    stop, exit and be removed: its reserve (ballast kept beside the record) gives way to it."""
     private_dir(os.path.dirname(names.container_dir))
-    write_json(names.record, record)
+    try:
+        write_json(names.record, record)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not remove_file(names.reserve):
+            raise
+        write_json(names.record, record)
+    keep_reserve(names.reserve)
+
+
+def keep_reserve(path: str) -> None:
+    """Put the ballast back when there is room for it (best effort: a full disk goes without)."""
+    if os.path.exists(path):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, RESERVE)
+    except OSError:
+        remove_file(path)
+    finally:
+        os.close(fd)
 
 
 def update_record(names: Names, **fields) -> dict | None:

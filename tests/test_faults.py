@@ -1,6 +1,7 @@
-"""Fault injection: SIGKILL or a failure at every step boundary and inside every step
-of run, start, stop and rm. Then (a) a re-run resumes to a working container and
-(b) teardown leaves the host exactly as before (the leak check of every test)."""
+"""Fault injection: SIGKILL, a failure, a full disk (ENOSPC) or no file descriptor left
+(EMFILE) at every step boundary and inside every step of run, start, stop and rm. Then (a) a
+re-run resumes to a working container and (b) teardown leaves the host exactly as before (the leak
+check of every test)."""
 from __future__ import annotations
 
 import json
@@ -21,9 +22,14 @@ def points(stages, action, where=EVERYWHERE):
     return [f"{s}.{action}.{w}" for s in stages for w in where]
 
 
+# A resource running out is injected as the OSError the kernel gives (ENOSPC: the disk is full;
+# EMFILE: the process's open files are used up): it must end as one line naming what ran out.
+RUNNING_OUT = {"enospc": "no space left on", "emfile": "too many open files"}
+
+
 def cases(pipeline, stages, action, where=EVERYWHERE):
     return [pytest.param(pipeline, p, a, id=f"{pipeline}-{p}-{a}")
-            for p in points(stages, action, where) for a in ("kill", "fail")]
+            for p in points(stages, action, where) for a in ("kill", "fail", *RUNNING_OUT)]
 
 
 # Every step boundary of the four pipelines, and the middle of every step: the middles of
@@ -51,9 +57,14 @@ def run_args(volume, *extra, point=""):
             "cat /data/f; sleep ${NAP:-0}"]
 
 
-def faulted(proc):
+def faulted(proc, action=None):
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+    if action in RUNNING_OUT:
+        last = proc.stderr.strip().splitlines()[-1]  # the report's lines come before it
+        assert last.startswith("diy-docker: " + RUNNING_OUT[action]) and "Errno" not in proc.stderr, proc.stderr
+        stage = last.split(" while ")[-1]
+        assert stage.startswith(("applying ", "undoing ")), proc.stderr  # where: the step that ran out
 
 
 def state(inst):
@@ -89,8 +100,8 @@ def test_fault_then_resume_then_teardown(inst, volume, pipeline, point, action):
     # (a) the fault, then the same command again resumes to a working container
     setup_for(inst, pipeline, volume, point)
     faulted(inst.cli(*run_args(volume, point=point), fault=fault) if pipeline == "run"
-                else act(inst, pipeline, fault))
-    if pipeline == "run" and action == "fail":
+            else act(inst, pipeline, fault), action)
+    if pipeline == "run" and action != "kill":
         assert inst.containers() == []  # the rollback took everything this run had made
     if pipeline in ("run", "start"):
         again = inst.cli(*run_args(volume, point=point)) if pipeline == "run" else act(inst, pipeline)

@@ -123,12 +123,19 @@ def stop_orphan(ctx: Context) -> None:
         LaunchStep(ctx).undo()
 
 
-def user_stops(names: Names) -> None:
+def user_stops(names: Names, removing: bool = False) -> None:
     """A user's stop, rm -f or teardown ends a restart policy's restarting for good (before any
-    signal; a monitor in its back-off notices at once and cleans up)."""
+    signal; a monitor in its back-off notices at once and cleans up). removing: a full disk that
+    cannot take the mark does not stop the removal (the record goes with it anyway)."""
     from steps.runtime.restart import mark_stopped
 
-    mark_stopped(names)
+    try:
+        mark_stopped(names)
+    except OSError as e:
+        import errno
+
+        if not removing or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
 
 
 def wait_for_monitor(rt: dict | None, timeout: float = 30) -> None:

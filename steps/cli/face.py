@@ -83,6 +83,10 @@ def guarded(fn):
         except Exception as e:  # noqa: BLE001 - one line for the user; the trace on request
             if os.environ.get("DIY_DOCKER_DEBUG"):
                 raise
+            from steps.exhaustion import exhausted, explain
+
+            if exhausted(e):
+                return _fail(str(explain(e, f"running {fn.__name__.replace('_', ' ')}")), 125)
             return _fail(f"{type(e).__name__}: {e} (DIY_DOCKER_DEBUG=1 shows where)", 125)
         if code and face() == "invoke":
             from invoke.exceptions import Exit

@@ -20,12 +20,13 @@ from steps.cli.containers import (
     user_stops,
     wait_for_monitor,
 )
+from steps.exhaustion import doing
 from steps.names import Names
 from steps.pipeline import Context, Engine
 from steps.report import Reporter
 from steps.runtime.stdio import check_terminal
 from steps.spec import RunOptions
-from steps.state import load_record, now_iso, save_record, update_record
+from steps.state import load_record, now_iso, remove_empty, save_record, update_record
 
 
 def run(opts: RunOptions, out: Output) -> int:
@@ -151,7 +152,15 @@ def record_new(ctx: Context) -> None:
 
     assign(ctx)
     write_cidfile(ctx.spec.get("cidfile"), ctx.spec["id"])
-    save_record(ctx.names, ctx.spec)
+    try:
+        with doing(f"recording container {ctx.names.container}", ctx.names.container_dir):
+            save_record(ctx.names, ctx.spec)
+    except BaseException:  # nothing half-made: not the cidfile, not an empty container directory
+        from steps.runflags import remove_cidfile
+
+        remove_cidfile(ctx.spec.get("cidfile"), ctx.spec["id"])
+        remove_empty(ctx.names.container_dir)
+        raise
 
 
 def adopt_or_create(ctx: Context) -> bool:
@@ -268,7 +277,7 @@ def rm(name: str, force: bool, out: Output, volumes: bool = False) -> int:
     names = names_for(name)
     existing(names)
     if force and not out.check:
-        user_stops(names)
+        user_stops(names, removing=True)
     with settled(names, out.check):
         record = existing(names)
         if not force:
@@ -285,7 +294,7 @@ def teardown(name: str, out: Output) -> int:
     """Roll everything back, whatever state the container is in; needs no record."""
     names = names_for(name)
     if not out.check:
-        user_stops(names)
+        user_stops(names, removing=True)
     with settled(names, out.check):
         monitor = remove(name, out, load_record(names), "teardown")
     if not out.check:

@@ -72,7 +72,8 @@ def df(verbose: bool = False, as_json: bool = False) -> int:
             users.setdefault(key, set()).add(c["name"])
     imgs, sizes = image_usage(instance, users)
     vols = volume_usage(instance)
-    image_size = unique_size(imgs, sizes)
+    unfinished = unfinished_size(instance)  # killed pulls' staged layers and downloads: prune's to give back
+    image_size = unique_size(imgs, sizes) + unfinished
     reclaim_images = image_size - unique_size([i for i in imgs if i["containers"]], sizes)  # layers only unused use
     summary = [
         ("Images", len(imgs), sum(1 for i in imgs if i["containers"]), image_size, reclaim_images),
@@ -85,14 +86,27 @@ def df(verbose: bool = False, as_json: bool = False) -> int:
     if as_json:
         print(json.dumps({"summary": [dict(zip(("type", "total", "active", "size", "reclaimable"), row))
                                       for row in summary],
-                          "images": imgs, "containers": ctrs, "volumes": vols}, indent=2))
+                          "images": imgs, "containers": ctrs, "volumes": vols, "unfinished": unfinished},
+                         indent=2))
         return 0
     print(DF_HEADER)
     for kind, total, active, size, reclaim in summary:
         print(f"{kind:<16}{total:<10}{active:<10}{human_size(size):<12}{human_size(reclaim)}{pct(reclaim, size)}")
     if verbose:
         print_verbose(imgs, ctrs, vols, human_size)
+        if unfinished:
+            print(f"\nUnfinished pulls and imports: {human_size(unfinished)} (image prune gives it back)")
     return 0
+
+
+def unfinished_size(instance) -> int:
+    import os
+
+    from steps.image.commands import unfinished_work
+    from steps.image.store import Store
+
+    store = Store(instance)
+    return sum(unfinished_work(store).values()) if os.path.isdir(store.root) else 0
 
 
 def print_verbose(imgs: list[dict], ctrs: list[dict], vols: list[dict], human_size) -> None:
@@ -167,7 +181,7 @@ def prune_images(instance, all_images: bool) -> tuple[list[str], int]:
     import os
 
     from steps.cli.listing import LayerSizes
-    from steps.image.commands import users_of
+    from steps.image.commands import unfinished_work, users_of
     from steps.image.store import Store
 
     store = Store(instance)
@@ -182,8 +196,11 @@ def prune_images(instance, all_images: bool) -> tuple[list[str], int]:
                 if not users.get(image_id):
                     store.untag(ref)
         with store.quiet() as idle:
+            unfinished = unfinished_work(store) if idle else {}
             images, layers = store.remove_unused(set(users), work=idle)
-    return [f"deleted: {i}" for i in images], sum(known.get(d, 0) for d in layers)
+    removed = [f"deleted: {i}" for i in images]
+    removed += [f"deleted unfinished: {os.path.relpath(p, store.root)}" for p in unfinished]
+    return removed, sum(known.get(d, 0) for d in layers) + sum(unfinished.values())
 
 
 def prune_volumes(instance) -> tuple[list[str], int]:

@@ -7,6 +7,9 @@ fields) keep the GIL (PyDLL: letting it go and winning it back costs more than
 the call while the hasher thread runs); reading and writing let it go (CDLL).
 Return codes are checked by the caller, inline: OK/EOF go on, a warning is
 printed to stderr (as libarchive-c logged it) and the rest raise ArchiveError.
+A call that failed because a resource ran out (its archive_errno: ENOSPC, EMFILE...)
+raises that OSError instead, warning or not: libarchive reports a short data write
+as a warning ("Write failed"), and going past it would keep a truncated file.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import ctypes
 import glob
 import os
 import sys
+
+from steps.exhaustion import EXHAUSTED
 
 EOF, OK, RETRY, WARN, FAILED, FATAL = 1, 0, -10, -20, -25, -30
 
@@ -78,6 +83,7 @@ class Lib:
         self.write_disk_new = bind(held, "write_disk_new", [], p)
         self.write_disk_set_options = bind(held, "write_disk_set_options", [p, i], i)
         self.error_string = bind(held, "error_string", [p], c)
+        self.errno = bind(held, "errno", [p], i)
         self.pathname = bind(held, "entry_pathname", [p], c)
         self.copy_pathname = bind(held, "entry_copy_pathname", [p, c], None)
         self.hardlink = bind(held, "entry_hardlink", [p], c)
@@ -94,10 +100,21 @@ class Lib:
         if ret >= OK:
             return ret
         msg = self.message(archive)
+        code = self.errno(archive)
+        if code in EXHAUSTED:
+            raise OSError(code, os.strerror(code))
         if ret == WARN:
             print(f"libarchive: warning: {msg}", file=sys.stderr)
             return ret
         raise ArchiveError(msg)
+
+    def check_write(self, archive, ret: int) -> None:
+        """A data write: anything short of OK lost bytes, a warning too."""
+        if ret != OK:
+            code = self.errno(archive)
+            if code in EXHAUSTED:
+                raise OSError(code, os.strerror(code))
+            raise ArchiveError(self.message(archive))
 
     def message(self, archive) -> str:
         raw = self.error_string(archive)

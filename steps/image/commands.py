@@ -124,20 +124,33 @@ def rmi(refs: list[str], force: bool = False) -> int:
 
 
 def prune() -> int:
+    from steps.cli.columns import human_size
+
     instance = config.load()
     store = Store(instance)
     if not os.path.isdir(store.root):
         say("0 image(s), 0 layer(s) removed")
         return 0
     with store.lock():
-        store.clean_tmp()
         with store.quiet() as idle:
+            unfinished = unfinished_work(store) if idle else {}
             images, layers = store.remove_unused(set(users_of(instance)), work=idle)
     for image_id in images:
         say(f"deleted {image_id}")
-    say(f"{len(images)} image(s), {len(layers)} layer(s) removed"
+    for path in unfinished:
+        say(f"deleted unfinished {os.path.relpath(path, store.root)}")
+    say(f"{len(images)} image(s), {len(layers)} layer(s)"
+        + (f", {len(unfinished)} unfinished pull/import part(s) ({human_size(sum(unfinished.values()))})"
+           if unfinished else "") + " removed"
         + ("" if idle else "; a pull, load or import is running: its unfinished work is kept"))
     return 0
+
+
+def unfinished_work(store: Store) -> dict[str, int]:
+    """What killed pulls and imports left (staged layers, downloads), with its size."""
+    from steps.facts import tree_size
+
+    return {p: tree_size(p) if os.path.isdir(p) else os.lstat(p).st_size for p in store.unfinished()}
 
 
 def read_password() -> str:

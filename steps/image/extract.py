@@ -167,7 +167,7 @@ class LayerWriter:
                 lb.check(self.read_p, ret)
             ret = lb.write_data_block(write_p, buff, size, offset)
             if ret != OK:
-                lb.check(write_p, ret)
+                lb.check_write(write_p, ret)
         ret = lb.write_finish_entry(write_p)
         if ret != OK:
             lb.check(write_p, ret)
@@ -282,6 +282,12 @@ def extract(fileobj: BinaryIO, dest: str, limit: int | None = None) -> tuple[str
             writer.finish_whiteouts()
     except ArchiveError as e:
         failure = e
+    except OSError as e:  # a resource ran out: how big the layer is tells how much more it needs
+        if plain is None:
+            drain(r)
+        feeder.join()
+        e.stream_size = feeder.size
+        raise
     else:
         failure = None
     finally:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from steps import BadInput, DiyError, faults
+from steps.exhaustion import exhausted, explain
 from steps.image.manifest import (
     ACCEPT,
     MAX_JSON,
@@ -273,11 +274,25 @@ class Client:
         os.makedirs(os.path.dirname(store.blob_path(blobs[0].digest)), exist_ok=True)
         blobs = list({b.digest: b for b in blobs}.values())  # a layer listed twice is fetched once
         workers = min(len(blobs), store.instance.pull_parallel)
-        with ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(self.download, store.blob_path(b.digest), b.digest, sizes[b.digest],
-                                   progress.bar(b.digest, sizes[b.digest])) for b in blobs]
-            for future in futures:
-                future.result()
+        for b in blobs:
+            store.made += [store.blob_path(b.digest), store.blob_path(b.digest) + ".partial"]
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                futures = [pool.submit(self.download, store.blob_path(b.digest), b.digest, sizes[b.digest],
+                                       progress.bar(b.digest, sizes[b.digest])) for b in blobs]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        except (OSError, MemoryError) as e:
+            if not exhausted(e):
+                raise
+            store.give_back()  # first: the space it held counts as free in the line
+            total = sum(sizes[b.digest] for b in blobs)
+            raise explain(e, f"downloading {self.ref.full}", store.root, total) from None
 
     def download(self, path: str, digest: str, size: int, bar) -> None:
         """Fetch a blob into path, resuming a partial download; checked before it is renamed."""

@@ -26,9 +26,10 @@ from typing import BinaryIO
 
 from steps import BadInput, DiyError, faults
 from steps.config import Instance
+from steps.exhaustion import doing, exhausted, explain
 from steps.image.reference import DIGEST, canonical
 from steps.names import images_dir
-from steps.state import Lock, instance_lock, now_iso, private_dir, read_json, write_json
+from steps.state import instance_lock, now_iso, private_dir, read_json, remove_empty, remove_file, write_json
 
 SHORT = 16  # hex digits of a short link name: 4096-byte mount options hold ~200 layers
 
@@ -50,6 +51,7 @@ class Store:
     def __init__(self, instance: Instance):
         self.instance = instance
         self.root = images_dir(instance)
+        self.made: list[str] = []  # staged layers and blobs this bringing-in made (given back if it fails)
 
     # --- paths ---------------------------------------------------------------
 
@@ -69,9 +71,13 @@ class Store:
     def index_path(self) -> str:
         return os.path.join(self.root, "repositories.json")
 
-    def lock(self) -> Lock:
-        """The instance lock: the store is state every container of the instance shares."""
-        return instance_lock(self.instance)
+    @contextmanager
+    def lock(self):
+        """The instance lock: the store is state every container of the instance shares.
+        Taking it also gives back what killed imports and pulls left in tmp/."""
+        with instance_lock(self.instance):
+            self.clean_tmp()
+            yield
 
     # --- reading -------------------------------------------------------------
 
@@ -133,8 +139,18 @@ class Store:
         return dead
 
     def clean_tmp(self) -> None:
-        for path in self.dead_tmp():
+        for path in self.dead_tmp() + self.dead_writes():
             remove_tree(path)
+
+    def dead_writes(self) -> list[str]:
+        """`*.tmp-<pid>` files of atomic writes whose process was killed before the rename."""
+        found = []
+        for d in (self.root, os.path.join(self.root, "images")):
+            for name in os.listdir(d) if os.path.isdir(d) else []:
+                pid = name.rpartition(".tmp-")[2]
+                if ".tmp-" in name and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                    found.append(os.path.join(d, name))
+        return found
 
     def stage_layer(self, fileobj: BinaryIO, expect: str | None, what: str) -> tuple[str, int]:
         """Unpack one layer and check its diff id; returns (diff id, size)."""
@@ -144,7 +160,15 @@ class Store:
             return expect, 0
         tmp = self.new_tmp()
         try:
-            diff_id, size = extract(fileobj, tmp, self.instance.max_layer_bytes)
+            try:
+                diff_id, size = extract(fileobj, tmp, self.instance.max_layer_bytes)
+            except (OSError, MemoryError) as e:
+                if not exhausted(e):
+                    raise
+                remove_tree(tmp)  # first: the space it held counts as free in the line
+                self.give_back()
+                doing = f"unpacking layer {expect} ({what})" if expect else f"unpacking the layer {what}"
+                raise explain(e, doing, self.root, getattr(e, "stream_size", 0)) from None
             if expect and diff_id != expect:
                 raise BadInput(f"{what}: the unpacked layer has digest {diff_id}, the image config "
                                f"says {expect}: the image is corrupt or was tampered with")
@@ -160,6 +184,8 @@ class Store:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
                 remove_tree(tmp)
+            else:
+                self.made.append(target)
             return diff_id, size
         except BaseException:
             remove_tree(tmp)
@@ -175,18 +201,36 @@ class Store:
             if missing:
                 raise DiyError(f"cannot register {', '.join(keys) or image_id}: layer {missing[0]} "
                                "went missing (pruned meanwhile?); try again")
-            record = self.image(image_id) or {
+            known = self.image(image_id)
+            record = known or {
                 "id": image_id, "layers": layers, "config": config, "source": source,
                 "created": config.get("created") or now_iso(), **(extra or {})}
-            write_json(self.record_path(image_id), record)
-            faults.point("image.commit.mid")
-            for diff_id in layers:
-                self.publish_layer(diff_id)
-            self.link_short(layers)
-            index = self.index()
-            index.update({k: image_id for k in keys})
-            write_json(self.index_path, index)
+            published = [d for d in layers if not os.path.isdir(self.layer_dir(d))]
+            try:
+                with doing(f"registering {', '.join(keys) or image_id}", self.root):
+                    write_json(self.record_path(image_id), record)
+                    faults.point("image.commit.mid")
+                    for diff_id in layers:
+                        self.publish_layer(diff_id)
+                    self.link_short(layers)
+                    index = self.index()
+                    index.update({k: image_id for k in keys})
+                    write_json(self.index_path, index)
+            except Exception:
+                if known is None:
+                    self.unregister(image_id, published)
+                raise
         return record
+
+    def unregister(self, image_id: str, layers: list[str]) -> None:
+        """Undo a commit that failed before the name was written: its record goes, and so do
+        the layers it published that no other record uses (the index never named it)."""
+        remove_file(self.record_path(image_id))
+        used = {d for r in self.records() for d in r["layers"]}
+        for diff_id in layers:
+            if diff_id not in used:
+                self.discard(self.layer_dir(diff_id))
+        self.remove_dangling_links()
 
     def publish_layer(self, diff_id: str) -> None:
         final, staged = self.layer_dir(diff_id), self.staged_dir(diff_id)
@@ -241,27 +285,46 @@ class Store:
                 removed_images.append(record["id"])
         used = {d for r in self.records() for d in r["layers"]}
         removed_layers = []
-        for sub in ("layers", "staged") if work else ("layers",):
-            base = os.path.join(self.root, sub)
-            for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-                if sub == "staged" or f"sha256:{name}" not in used:
-                    self.discard(os.path.join(base, name))
-                    if sub == "layers":
-                        removed_layers.append(f"sha256:{name}")
+        base = os.path.join(self.root, "layers")
+        for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            if f"sha256:{name}" not in used:
+                self.discard(os.path.join(base, name))
+                removed_layers.append(f"sha256:{name}")
         self.remove_dangling_links()
-        if work:
-            self.discard(os.path.join(self.root, "blobs"))
+        for path in self.unfinished() if work else []:
+            self.discard(path)
         return removed_images, removed_layers
+
+    def unfinished(self) -> list[str]:
+        """Staged layers and downloaded blobs (whole or partial) no record holds yet: what a
+        killed pull or import left, kept for the same pull to take up; prune gives it back."""
+        found = []
+        for sub in ("staged", os.path.join("blobs", "sha256")):
+            base = os.path.join(self.root, sub)
+            found += [os.path.join(base, n) for n in sorted(os.listdir(base))] if os.path.isdir(base) else []
+        return found
 
     def discard(self, path: str) -> None:
         """Move aside in one rename, then delete: a kill midway never leaves a
         half-deleted layer where a pull would take it for whole."""
-        trash = self.new_tmp()
+        try:
+            trash = self.new_tmp()
+        except OSError:  # a full disk may refuse even a directory: delete in place
+            remove_tree(path)
+            return
         try:
             os.rename(path, os.path.join(trash, "x"))
         except FileNotFoundError:
             pass
         remove_tree(trash)
+
+    def give_back(self) -> None:
+        """What a failed bringing-in staged or downloaded and no record uses goes at once."""
+        used = {d[7:] for r in self.records() for d in r["layers"]}
+        for path in reversed(self.made):
+            if os.path.basename(path) not in used:
+                self.discard(path)
+        self.made.clear()
 
     @contextmanager
     def bringing_in(self):
@@ -274,9 +337,10 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield
         except BaseException:
+            self.give_back()
             os.close(fd)
             fd = -1
-            remove_empty(reversed(fresh))  # a refused image leaves no trace, not even the store
+            remove_empty(*reversed(fresh))  # a refused image leaves no trace, not even the store
             raise
         finally:
             if fd >= 0:
@@ -317,14 +381,6 @@ def missing_dirs(path: str) -> list[str]:
         missing.append(path)
         path = os.path.dirname(path)
     return missing[::-1]
-
-
-def remove_empty(dirs) -> None:
-    for d in dirs:
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
 
 
 def synthesized_config(diff_id: str, runtime: dict) -> bytes:

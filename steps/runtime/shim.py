@@ -286,6 +286,14 @@ def fds(text: str) -> list:
     return [int(x) for x in text.split(",") if x]
 
 
+def complain(line: str) -> None:
+    """A line on the monitor's stderr (its log file): a full disk must not end the monitor."""
+    try:
+        posix.write(2, (line + "\n").encode(errors="replace"))
+    except OSError:
+        pass
+
+
 def main(argv: list) -> None:
     import _signal
 
@@ -343,7 +351,7 @@ def main(argv: list) -> None:
             pass
     log.close()
     if log.dropped:
-        posix.write(2, f"diy-docker: cannot write {log.path}: {log.dropped} log records dropped\n".encode())
+        complain(f"diy-docker: cannot write {log.path}: {log.dropped} log records dropped")
     try:  # waited for unreaped first: a signal forwarded until then reaches the init or its zombie,
         posix.waitid(posix.P_PID, init, posix.WEXITED | posix.WNOWAIT)  # never a reused pid
     except ChildProcessError:
@@ -364,5 +372,5 @@ if __name__ == "__main__":
     try:
         main(sys.argv[1:])
     except BaseException as e:  # noqa: BLE001
-        posix.write(2, f"monitor: {type(e).__name__}: {e}\n".encode(errors="replace"))
+        complain(f"monitor: {type(e).__name__}: {e}")
         posix._exit(1)
