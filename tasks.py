@@ -425,6 +425,20 @@ def system_prune(c, all=False, volumes=False, force=False):
     return prune(all, volumes, force)
 
 
+@task(name="doctor", help={"fix": "undo each finding through the step that owns it, then check again",
+                           "json": "print the findings (and what --fix did) as JSON"})
+@guarded
+def system_doctor(c, fix=False, json=False):
+    """Find what this instance left on the host without a record, and records whose objects are gone.
+
+    Mounts, cgroups, links, netns, nft rules, firewall accepts, leases, processes and image store
+    leftovers that carry this instance's marks; one line each (what, where, why). Exit 1 while any
+    is left. --fix undoes each through its owning step's undo (never anything without our mark)."""
+    from steps.cli.doctor import doctor
+
+    return doctor(fix, json)
+
+
 def _step_task(stage: str):
     def body(c, name, check=False, undo=False, json=False):
         from steps.cli.lifecycle import one_step
@@ -508,7 +522,7 @@ ns.add_task(top)
 ns.add_task(boot)
 ns.add_collection(Collection("image", import_image, load_image, from_docker, image_prune))
 ns.add_collection(Collection("network", network_inspect, network_prune, network_repair))
-ns.add_collection(Collection("system", system_df, system_prune))
+ns.add_collection(Collection("system", system_df, system_prune, system_doctor))
 ns.add_collection(Collection("volume", volume_create, volume_ls, volume_inspect, volume_rm, volume_prune))
 ns.add_collection(Collection("step", *(_step_task(s) for s in
                                         ("image", "layers", "volumes", "cgroup", "veth", "nat", "firewall",

@@ -95,9 +95,7 @@ def make_bridge(ipr, instance):
     killed half way. Two round trips: the kernel runs every request of a batch even when one
     before failed, so the rename waits for the marker's ack (an ifalias given at creation is
     ignored)."""
-    import hashlib
-
-    staging = "dtmp" + hashlib.sha256(marker(instance).encode()).hexdigest()[:10]
+    staging = staging_bridge(instance)
     made = ipr.batch(nl.op("link", "del", ok=nl.GONE, ifname=staging),  # a half-made one of ours
                      nl.op("link", "add", ifname=staging, kind="bridge"),
                      nl.op("link", "set", ifname=staging, ifalias=marker(instance)),
@@ -257,3 +255,9 @@ def check_ports_free(names: Names, publish: list[dict]) -> None:
     if clash:
         raise BadInput(clash)
 
+
+def staging_bridge(instance) -> str:
+    """The name a bridge of ours has while it is made (renamed to the bridge's once whole)."""
+    import hashlib
+
+    return "dtmp" + hashlib.sha256(marker(instance).encode()).hexdigest()[:10]

@@ -253,12 +253,7 @@ class VethStep(Step):
                     nl.tolerate(nl.GONE, ipr.link, "del", ifname=n.host_veth)
                     faults.point("veth.undo.mid")
                     if not others:  # the last container of the instance: its shared network goes too
-                        from steps.firewall import remove_rules
-                        from steps.nat import drop_table
-
-                        remove_rules(n.instance)
-                        drop_table(n.instance)
-                        net.remove_bridge(ipr, n.instance)
+                        remove_shared(ipr, n.instance)
             else:
                 faults.point("veth.undo.mid")
             if others:
@@ -279,3 +274,27 @@ class VethStep(Step):
         except OSError as e:
             if e.errno != errno.EBUSY:
                 raise
+
+
+def remove_shared(ipr, instance) -> None:
+    """The instance's firewall accepts, nft table and bridge (once no container uses them)."""
+    from steps.firewall import remove_rules
+    from steps.nat import drop_table
+
+    remove_rules(instance)
+    drop_table(instance)
+    net.remove_bridge(ipr, instance)
+
+
+def prune(instance) -> list[str]:
+    """The instance's network goes (resolver, firewall accepts, nft table, bridge), unless
+    containers hold leases: then their names, and nothing changed."""
+    with instance_lock(instance):
+        leases = ipam.load(instance)
+        if leases:
+            return sorted(leases)
+        ipam.save(instance, {})
+        resolver.stop(instance)
+        with nl.iproute() as ipr:
+            remove_shared(ipr, instance)
+    return []

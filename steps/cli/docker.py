@@ -83,6 +83,9 @@ def find_layout(argv: list[str]) -> tuple[Layout | None, str, list[str]]:
     head = argv[0]
     if head in GROUPS and len(argv) > 1 and argv[1] in GROUPS[head]:
         return GROUPS[head][argv[1]], f"{head} {argv[1]}", argv[2:]
+    if head in GROUPS and len(argv) > 1 and not argv[1].startswith("-") \
+            and (layout := dotted_layout(f"{head}.{argv[1]}")) is not None:  # a task of the group (system doctor)
+        return layout, f"{head} {argv[1]}", argv[2:]
     if head in GROUPS and len(argv) == 1:
         raise UsageError(f"{head} needs a command: {', '.join(GROUPS[head])} (see diy-docker {head} --help)")
     if head in GROUPS:
@@ -120,7 +123,11 @@ def overview() -> str:
 
 
 def group_help(group: str) -> str:
-    return f"Usage:  diy-docker {group} COMMAND\n\nCommands: {', '.join(GROUPS[group])}"
+    import tasks
+
+    tree = getattr(tasks.ns, "collections", {}).get(group)
+    more = [n for n in (tree.tasks if tree else ()) if n not in GROUPS[group]]  # tasks without a layout of their own
+    return f"Usage:  diy-docker {group} COMMAND\n\nCommands: {', '.join([*GROUPS[group], *more])}"
 
 
 def first_line(doc: str) -> str:

@@ -6,9 +6,8 @@ import json
 from steps import DiyError, config, ipam, resolver
 from steps import netlink as nl
 from steps import network as net
-from steps.firewall import read_facts, remove_rules
-from steps.nat import drop_table, table_text
-from steps.state import instance_lock
+from steps.firewall import read_facts
+from steps.nat import table_text
 
 
 def firewall_view(inst) -> dict:
@@ -66,18 +65,12 @@ def print_firewall(bridge: str, fw: dict) -> None:
 
 
 def prune() -> int:
-    inst = config.load()
-    with instance_lock(inst):
-        leases = ipam.load(inst)
-        if leases:
-            raise DiyError(f"cannot prune the network: {len(leases)} container(s) hold leases "
-                           f"({', '.join(sorted(leases))}); stop them first")
-        ipam.save(inst, {})
-        resolver.stop(inst)
-        remove_rules(inst)
-        drop_table(inst)
-        with nl.iproute() as ipr:
-            net.remove_bridge(ipr, inst)
+    from steps.veth import prune as prune_network
+
+    holders = prune_network(config.load())
+    if holders:
+        raise DiyError(f"cannot prune the network: {len(holders)} container(s) hold leases "
+                       f"({', '.join(holders)}); stop them first")
     print("network pruned")
     return 0
 
