@@ -21,7 +21,7 @@ def _out(check=False, json=False, no_rollback=False):
 
 
 RUN_ITERABLE = ["env", "volume", "publish", "cap_add", "cap_drop", "security_opt", "log_opt", "env_file", "add_host",
-                "dns", "label", "ulimit", "mount", "tmpfs", "expose"]
+                "dns", "label", "ulimit", "mount", "tmpfs", "expose", "network", "network_alias"]
 RUN_HELP = {
     "name": "container name (letters, digits, _ . -; up to 64); generated when omitted",
     "image": "image [REGISTRY/]NAME[:TAG][@DIGEST], pulled when missing; `busybox` is built in "
@@ -42,7 +42,9 @@ RUN_HELP = {
     "pids_limit": "maximum number of processes",
     "rm": "remove the container when it exits",
     "detach": "run in the background (a monitor process stays behind)",
-    "network": "bridge (default: an address on the instance bridge, NAT out), host (the host's own) or none (lo only)",
+    "network": "bridge (default: an address on the instance bridge, NAT out), host (the host's own), none (lo "
+               "only) or a user network (network.create); repeatable: one interface per network, the first routes",
+    "network_alias": "another name the container answers to on its networks (repeatable)",
     "publish": "[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] (repeatable)",
     "privileged": "no confinement: every capability, no seccomp, no masked paths, /sys and cgroupfs "
                   "writable, the host's devices",
@@ -65,6 +67,12 @@ RUN_HELP = {
     "expose": "PORT[/tcp|/udp] the container listens on, published by --publish-all with the image's (repeatable)",
     "restart": "no (default), on-failure[:N] (non-zero exits, at most N restarts), always, or "
                "unless-stopped (always, and not at boot once the user stopped it); not with --rm",
+    "health_cmd": "shell command that checks the container's health, run inside it (exit 0: healthy)",
+    "health_interval": "time between checks, e.g. 30s (the default), 1m30s, 500ms",
+    "health_timeout": "time a check may run before it is killed and counts as failed (default 30s)",
+    "health_start_period": "time after the start when failures do not count yet (default 0s)",
+    "health_retries": "consecutive failures that make it unhealthy (default 3)",
+    "no_healthcheck": "disable the image's HEALTHCHECK",
     "no_rollback": "on failure keep what was applied, for debugging",
     **OUTPUT_HELP,
 }
@@ -78,7 +86,9 @@ def run(c, name=None, image="busybox", env=None, volume=None, workdir=None, host
         tty=False, interactive=False, log_opt=None, env_file=None, add_host=None, dns=None, init=False,
         stop_signal=None, label=None, ulimit=None, shm_size=None, publish_all=False, cidfile=None,
         mount=None, tmpfs=None, read_only=False,
-        restart=None, expose=None, check=False, json=False, no_rollback=False):
+        restart=None, expose=None, check=False, json=False, no_rollback=False,
+        health_cmd=None, health_interval=None, health_timeout=None, health_start_period=None,
+        health_retries=None, no_healthcheck=False, network_alias=None):
     """Create and start a container: run --name N --image I [flags] -- COMMAND [ARGS...]."""
     return _run_or_create(locals(), create_only=False)
 
@@ -374,20 +384,54 @@ def image_prune(c):
     return prune()
 
 
-@task(name="inspect", help={"json": "print JSON"})
+@task(name="inspect", help={"json": "print JSON (of the instance network)"})
 @guarded
 def network_inspect(c, json=False):
     """The instance network: bridge, subnet, leases, published ports, the nft table, what in the host's
-    firewall drops its traffic and the accepts we added for it."""
+    firewall drops its traffic and the accepts we added for it. With names after `--` (network.inspect
+    -- NAME...), each network as `docker network inspect` shows it."""
     from steps.cli.netview import inspect as inspect_network
+    from steps.cli.netview import inspect_named
 
-    return inspect_network(json)
+    names = [w for w in command_words() if w]
+    return inspect_named(names) if names else inspect_network(json)
+
+
+@task(name="create", iterable=["label"], help={"name": "the network's name", "subnet": "its IPv4 subnet, e.g. "
+                                               "10.90.0.0/24 (default: the next free one of network_pool)",
+                                               "label": "KEY=VALUE (repeatable)"})
+@guarded
+def network_create(c, name, subnet=None, label=None):
+    """Create a user-defined network: its own bridge and subnet; containers on it resolve each other
+    by name and cannot reach other networks' containers. Prints its ID."""
+    from steps.cli.netview import create
+
+    return create(name, subnet, label or [])
+
+
+@task(name="ls", help={"quiet": "only the IDs", "json": "print JSON"})
+@guarded
+def network_ls(c, quiet=False, json=False):
+    """List networks: the built-in bridge, host and none, and the user-defined ones."""
+    from steps.cli.netview import ls
+
+    return ls(quiet, json)
+
+
+@task(name="rm", help={"name": "a network no container joins (more after --: network.rm A -- B C)"})
+@guarded
+def network_rm(c, name):
+    """Remove user-defined networks (refused while a container joins one)."""
+    from steps.cli.netview import rm
+
+    return rm([name, *[w for w in command_words() if w]])
 
 
 @task(name="prune")
 @guarded
 def network_prune(c):
-    """Remove the bridge, the nft table and our accepts in the host's firewall when no container holds a lease."""
+    """Remove the user networks no container joins, and the default network's bridge, nft table and our
+    accepts in the host's firewall when no container holds a lease."""
     from steps.cli.netview import prune
 
     return prune()
@@ -437,6 +481,115 @@ def system_doctor(c, fix=False, json=False):
     from steps.cli.doctor import doctor
 
     return doctor(fix, json)
+
+
+COMPOSE_HELP = {"file": "the Compose file (repeatable: later files override; default compose.yaml, "
+                        "docker-compose.yml, ... in the current directory)",
+                "project_name": "the project's name (default: COMPOSE_PROJECT_NAME, the file's name:, the directory)"}
+
+
+def _compose_out(json=False):
+    from steps.cli.containers import Output
+
+    return Output(as_json=json)
+
+
+@task(name="up", iterable=["file"], help={**COMPOSE_HELP, "detach": "leave the services running in the "
+                                         "background (without it: their output until they end; Ctrl-C stops them)",
+                                         "check": "print the plan (create / recreate / start / unchanged) and change "
+                                         "nothing", "diff": "show what differs for each re-created service",
+                                         "json": "print the plan and what was done as one JSON object",
+                                         "remove_orphans": "remove the project's containers of services no longer "
+                                         "in the file"})
+@guarded
+def compose_up(c, file=None, project_name=None, detach=False, check=False, diff=False, json=False,
+               remove_orphans=False):
+    """Converge the Compose project: networks, volumes and each service's container made, left alone when
+    unchanged, or re-created when their config changed, in dependency order (services after --: only those
+    and what they depend on). A second up with nothing changed changes nothing."""
+    from steps.cli.compose import up
+
+    return up(file, project_name, command_words(), detach, check, diff, json, remove_orphans, _compose_out(json))
+
+
+@task(name="down", iterable=["file"], help={**COMPOSE_HELP, "volumes": "also remove the named volumes of the file",
+                                           "check": "print what would be removed", "json": "print JSON"})
+@guarded
+def compose_down(c, file=None, project_name=None, volumes=False, check=False, json=False):
+    """Remove the project's containers and networks (and with --volumes its named volumes)."""
+    from steps.cli.compose import down
+
+    return down(file, project_name, volumes, check, json, _compose_out(json))
+
+
+@task(name="ps", iterable=["file"], help={**COMPOSE_HELP, "json": "print JSON"})
+@guarded
+def compose_ps(c, file=None, project_name=None, json=False):
+    """The project's containers: name, service, status (with health), ports."""
+    from steps.cli.compose import ps
+
+    return ps(file, project_name, json)
+
+
+@task(name="logs", iterable=["file"], help={**COMPOSE_HELP, "follow": "keep printing new output"})
+@guarded
+def compose_logs(c, file=None, project_name=None, follow=False):
+    """The services' output, each line prefixed with its service (services after --: only those)."""
+    from steps.cli.compose import logs
+
+    return logs(file, project_name, command_words(), follow)
+
+
+@task(name="exec", iterable=["file", "env"], help={**COMPOSE_HELP, "service": "the service whose container runs it",
+                                                  "detach": "run in the background", "interactive": "keep stdin open",
+                                                  "tty": "a terminal", "env": "KEY=VALUE (repeatable)",
+                                                  "user": "USER[:GROUP]", "workdir": "the working directory"})
+@guarded
+def compose_exec(c, service, file=None, project_name=None, detach=False, interactive=False, tty=False, env=None,
+                 user=None, workdir=None):
+    """Run a command in a service's container: compose.exec SERVICE -- COMMAND [ARGS...]; its exit code."""
+    from steps.cli.compose import exec_in
+
+    return exec_in(file, project_name, service, command_words(), interactive, tty, env or [], user, workdir, detach)
+
+
+@task(name="stop", iterable=["file"], help={**COMPOSE_HELP, "time": "seconds to wait before SIGKILL "
+                                           "(default: each service's stop_grace_period)"})
+@guarded
+def compose_stop(c, file=None, project_name=None, time=None):
+    """Stop the project's containers, dependents first (services after --: only those)."""
+    from steps.cli.compose import stop_services
+    from steps.cli.containers import parse_timeout
+
+    return stop_services(file, project_name, command_words(), parse_timeout(time))
+
+
+@task(name="start", iterable=["file"], help=COMPOSE_HELP)
+@guarded
+def compose_start(c, file=None, project_name=None):
+    """Start the project's stopped containers, in dependency order (services after --: only those)."""
+    from steps.cli.compose import start_services
+
+    return start_services(file, project_name, command_words())
+
+
+@task(name="restart", iterable=["file"], help={**COMPOSE_HELP, "time": "seconds to wait before SIGKILL"})
+@guarded
+def compose_restart(c, file=None, project_name=None, time=None):
+    """Stop, then start the project's containers (services after --: only those)."""
+    from steps.cli.compose import restart_services
+    from steps.cli.containers import parse_timeout
+
+    return restart_services(file, project_name, command_words(), parse_timeout(time))
+
+
+@task(name="config", iterable=["file"], help=COMPOSE_HELP)
+@guarded
+def compose_config(c, file=None, project_name=None):
+    """The file as it resolves: variables filled in, files merged, defaults spelled out."""
+    from steps.cli.compose import show_config
+
+    return show_config(file, project_name)
 
 
 def _step_task(stage: str):
@@ -521,8 +674,11 @@ for _task in (rename, cp, stats):
 ns.add_task(top)
 ns.add_task(boot)
 ns.add_collection(Collection("image", import_image, load_image, from_docker, image_prune))
-ns.add_collection(Collection("network", network_inspect, network_prune, network_repair))
+ns.add_collection(Collection("network", network_inspect, network_prune, network_repair, network_create, network_ls,
+                             network_rm))
 ns.add_collection(Collection("system", system_df, system_prune, system_doctor))
+ns.add_collection(Collection("compose", compose_up, compose_down, compose_ps, compose_logs, compose_exec, compose_stop,
+                             compose_start, compose_restart, compose_config))
 ns.add_collection(Collection("volume", volume_create, volume_ls, volume_inspect, volume_rm, volume_prune))
 ns.add_collection(Collection("step", *(_step_task(s) for s in
                                         ("image", "layers", "volumes", "cgroup", "veth", "nat", "firewall",

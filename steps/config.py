@@ -32,6 +32,24 @@ class Instance(NamedTuple):
     insecure_registries: str = ""  # comma-separated HOST[:PORT]; a YAML list works too
     pull_parallel: int = 3
     firewall_compat: str = "auto"  # auto | report | off: accepts for our bridge in a host chain that drops it
+    network_pool: str = "10.89.0.0/16"  # user-defined networks' subnets are cut from it (as podman's)
+    network_size: int = 24  # ... each this prefix length
+    network_name: str = ""  # not a config key: set on the copy of the instance that one user network is
+
+    @property
+    def pool(self):
+        """network_pool as an ipaddress network."""
+        import ipaddress
+
+        try:
+            pool = ipaddress.IPv4Network(self.network_pool, strict=True)
+        except ValueError as e:
+            raise BadInput(f"bad config network_pool={self.network_pool!r}: {e} (expected e.g. 10.89.0.0/16)") \
+                from None
+        if not pool.prefixlen <= self.network_size <= 29:
+            raise BadInput(f"bad config network_size={self.network_size}: a prefix length from "
+                           f"{pool.prefixlen} (network_pool's) to 29")
+        return pool
 
     @property
     def insecure(self) -> frozenset[str]:
@@ -64,7 +82,7 @@ class Instance(NamedTuple):
                            "'_', '.', '-'")
         if not _TABLE.fullmatch(self.nft_table):
             raise BadInput(f"bad config nft_table={self.nft_table!r}: use 1-64 letters, digits and '_'")
-        _ = self.network  # parses the subnet, refusing a bad one
+        _ = self.network, self.pool  # parse the subnets, refusing a bad one
         for key in ("stop_timeout", "lock_timeout"):
             if getattr(self, key) < 0:
                 raise BadInput(f"bad config {key}={getattr(self, key)}: must be >= 0")
@@ -118,7 +136,7 @@ def load(environ: dict | None = None) -> Instance:
     """The instance configuration: defaults < YAML file < environment."""
     env = os.environ if environ is None else environ
     path = env.get("DIY_DOCKER_CONFIG", DEFAULT_CONFIG_FILE)
-    known = {k: type(v) for k, v in Instance._field_defaults.items()}  # every key has a default
+    known = {k: type(v) for k, v in Instance._field_defaults.items() if k != "network_name"}  # all have defaults
     values = {}
     for key, value in _read_file(path).items():
         if key not in known:

@@ -1,4 +1,4 @@
-"""The instance's resolver process (what Docker's embedded DNS is): one per instance network.
+"""The instance's resolver process (what Docker's embedded DNS is): one per instance, for all its networks.
 
 Run by steps/resolver.py as `python -I -S dns_server.py NET_DIR CONTAINERS_DIR RESOLV_CONF READY_FD`.
 It lives in the host's network namespace and holds, for every container it serves, a UDP and
@@ -6,11 +6,12 @@ a TCP socket bound to 127.0.0.11:53 inside that container's netns (made there wi
 taken back out: a socket stays in the netns it was made in). So a container reaches it on
 its own loopback, and the host's INPUT chain never sees the traffic.
 
-It answers A queries for the names of the containers holding a lease (NET_DIR/leases.json,
-read again when it changed), an empty NOERROR for their other types (AAAA: the bridge has no
-IPv6), PTR for their addresses, and forwards everything else to the nameservers of
-RESOLV_CONF (read again when it changed), from the host's netns: a loopback resolver such
-as systemd-resolved's works.
+It answers A queries for the names (and aliases) of the containers holding a lease on a
+network the asking container is on (NET_DIR/leases.json for the default network,
+NET_DIR/../networks/NAME/leases.json for user networks; read again when they changed), an
+empty NOERROR for their other types (AAAA: the bridge has no IPv6), PTR for their
+addresses, and forwards everything else to the nameservers of RESOLV_CONF (read again when
+it changed), from the host's netns: a loopback resolver such as systemd-resolved's works.
 
 Commands, one line each on the unix socket NET_DIR/resolver.sock (root only):
 `serve NAME` (open the sockets in RUN_ROOT/containers/NAME/netns), `drop NAME` (close them:
@@ -115,7 +116,8 @@ class Server:
         self.poll = select.poll()
         self.handlers = {}  # fd -> (socket, handler(socket, events))
         self.served = {}  # container name -> (netns inode, udp socket, tcp socket)
-        self.names = {}  # lower-case name (bytes) -> packed IPv4 address
+        self.names = {}  # network ("" the default) -> lower-case name or alias (bytes) -> packed IPv4 address
+        self.member = {}  # container -> the networks it holds a lease on
         self.reverse = {}  # d.c.b.a.in-addr.arpa (bytes) -> the name, as a DNS name (labels)
         self.leases_stamp = None
         self.servers, self.resolv_stamp = [], None
@@ -193,31 +195,61 @@ class Server:
 
     # --- names and nameservers ---
 
-    def lookup(self, name: bytes):
+    def lookup(self, name: bytes, owner: str = ""):
+        """NAME's address on a network the asking container is on (names resolve within a network)."""
         self.refresh()
-        return self.names.get(name)
+        for net in self.member.get(owner, ("",)):
+            address = self.names.get(net, {}).get(name)
+            if address is not None:
+                return address
+        return None
+
+    def lease_files(self) -> list:
+        """The default network's leases, then each user network's (NET_DIR/../networks/NAME/)."""
+        files = [("", os.path.join(self.net_dir, "leases.json"))]
+        user = os.path.join(os.path.dirname(self.net_dir), "networks")
+        try:
+            files += [(n, os.path.join(user, n, "leases.json")) for n in sorted(os.listdir(user))]
+        except OSError:
+            pass
+        return files
 
     def refresh(self) -> None:
-        try:
-            st = os.stat(os.path.join(self.net_dir, "leases.json"))
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError:
-            stamp = None
-        if stamp != self.leases_stamp:
+        stamp, found = [], []
+        for net, path in self.lease_files():
             try:
-                with open(os.path.join(self.net_dir, "leases.json")) as f:
-                    leases = json.load(f).get("leases", {})
-                names = {n.lower().encode(): socket.inet_aton(ip) for n, ip in leases.items()}
-            except FileNotFoundError:
-                leases, names = {}, {}
-            except (OSError, ValueError, AttributeError):
-                return  # not readable now: keep what we have, and try again
-            self.leases_stamp, self.names = stamp, names
-            self.reverse = {".".join(reversed(ip.split("."))).encode() + b".in-addr.arpa":
-                            b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0"
-                            for n, ip in leases.items()}
-            for name in [n for n in self.served if n not in leases]:  # its undo was killed before the drop
-                self.drop(name)
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamp.append((path, st.st_ino, st.st_mtime_ns, st.st_size))
+            found.append((net, path))
+        if stamp == self.leases_stamp:
+            return
+        try:
+            read = {net: self.read_leases(path) for net, path in found}
+        except (OSError, ValueError, AttributeError):
+            return  # not readable now: keep what we have, and try again
+        names, member, reverse = {}, {}, {}
+        for net, (leases, aliases) in read.items():
+            own = names.setdefault(net, {})
+            for n, ip in sorted(leases.items()):
+                member.setdefault(n, []).append(net)
+                for alias in [n, *aliases.get(n, [])]:
+                    own.setdefault(alias.lower().encode(), socket.inet_aton(ip))
+                reverse[".".join(reversed(ip.split("."))).encode() + b".in-addr.arpa"] = \
+                    b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0"
+        self.leases_stamp, self.names, self.member, self.reverse = stamp, names, member, reverse
+        for name in [n for n in self.served if n not in member]:  # its undo was killed before the drop
+            self.drop(name)
+
+    @staticmethod
+    def read_leases(path: str) -> tuple:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}, {}
+        return data.get("leases", {}), data.get("aliases", {})
 
     def nameservers(self) -> list:
         try:
@@ -247,7 +279,7 @@ class Server:
         q = question(data)
         if q is None:
             return
-        address = self.lookup(q[2])
+        address = self.lookup(q[2], owner)
         if q and address is None and q[3] == 12 and q[2] in self.reverse:  # PTR of a container's address
             target = self.reverse[q[2]]
             send(reply(data, q, 0, b"\xc0\x0c" + struct.pack(">HHIH", 12, 1, TTL, len(target)) + target))
@@ -434,12 +466,9 @@ class Server:
 
     def serve_leased(self) -> None:
         """Every container holding a lease (a start after a kill): those whose netns is pinned."""
-        try:
-            with open(os.path.join(self.net_dir, "leases.json")) as f:
-                leases = json.load(f).get("leases", {})
-        except (OSError, ValueError):
-            leases = {}
-        for name in leases:
+        self.leases_stamp = None
+        self.refresh()
+        for name in self.member:
             try:
                 self.serve(name)
             except (OSError, ValueError):

@@ -75,13 +75,14 @@ class Facts(NamedTuple):
 
 
 def prefix(instance) -> str:
+    """What our accepts for this network's bridge start with (each network has its own)."""
     from steps.nat import table_marker
 
-    return f"diy-fw:{table_marker(instance)}:"
+    return f"diy-fw:{table_marker(instance)}:{instance.bridge}:"
 
 
 def comment(instance, flow: str) -> str:
-    return f"{prefix(instance)}{instance.bridge}:{flow}"
+    return f"{prefix(instance)}{flow}"
 
 
 def place_for(blocker: nf.Blocker) -> tuple[Place | None, str]:
@@ -132,24 +133,21 @@ def warn_once(text: str) -> None:
         print(f"WARNING: {text}", file=sys.stderr)
 
 
-class FirewallStep(Step):
-    name = "firewall"
+class BridgeAccepts:
+    """One network's accepts in the host's firewall, as far as one container is concerned."""
 
-    @property
-    def bridged(self) -> bool:
-        return self.ctx.spec.get("network", "bridge") == "bridge"
+    def __init__(self, inst, container: str):
+        self.inst, self.container = inst, container
 
     def check(self):
         """Applied when ours are exactly the accepts the dropping chains need. The rules are the
         bridge's: while another container holds a lease they count as absent for this one, so
         its undo leaves them to the others; the last one's undo removes them."""
-        inst = self.ctx.instance
-        if not self.bridged or inst.firewall_compat == "off":
-            return nothing("no network" if not self.bridged else "firewall_compat: off")
+        inst = self.inst
         facts = read_facts(inst)
         want = facts.want if inst.firewall_compat == "auto" else set()
         have = {(o.place, o.flow) for o in facts.have}
-        others = [n for n in ipam.load(inst) if n != self.ctx.names.container]
+        others = [n for n in ipam.load(inst) if n != self.container]
         if warnings := facts.warnings(inst.firewall_compat):
             warn_once(f"the host's firewall drops traffic of bridge {inst.bridge}: {'; '.join(warnings)}"
                       + (" (firewall_compat: report)" if inst.firewall_compat == "report" else ""))
@@ -163,7 +161,7 @@ class FirewallStep(Step):
         return partial(changes)
 
     def describe(self, facts: Facts) -> str:
-        bridge, mode = self.ctx.instance.bridge, self.ctx.instance.firewall_compat
+        bridge, mode = self.inst.bridge, self.inst.firewall_compat
         if not facts.blockers:
             return f"nothing in the host's firewall drops traffic of {bridge}"
         if mode == "report":
@@ -173,14 +171,43 @@ class FirewallStep(Step):
         soft = [str(b) for b in facts.blockers if not b.sure]
         return ours + (f"; left to the firewall's owner: {'; '.join(soft)}" if soft else "")
 
+    def undo(self):
+        if not [n for n in ipam.load(self.inst) if n != self.container]:
+            converge(self.inst, remove_all=True)
+
+
+class FirewallStep(Step):
+    name = "firewall"
+
+    def parts(self, strict: bool = True) -> list[BridgeAccepts]:
+        from steps.networks import joined, variant
+
+        inst = self.ctx.instance
+        return [BridgeAccepts(variant(inst, n, strict), self.ctx.names.container) for n in joined(self.ctx.spec)]
+
+    def check(self):
+        inst = self.ctx.instance
+        parts = self.parts(strict=False)
+        if not parts or inst.firewall_compat == "off":
+            return nothing("no network" if not parts else "firewall_compat: off")
+        checks = [p.check() for p in parts]
+        if len(checks) == 1:
+            return checks[0]
+        changes = [ch for c in checks for ch in c.changes]
+        if not changes:
+            return (applied if any(c.state == "applied" for c in checks) else nothing)(
+                "; ".join(c.detail for c in checks))
+        return (absent if all(c.absent for c in checks) else partial)(changes)
+
     def apply(self):
         with instance_lock(self.ctx.instance):
-            converge(self.ctx.instance, remove_all=False)
+            for part in self.parts():
+                converge(part.inst, remove_all=False)
 
     def undo(self):
         with instance_lock(self.ctx.instance):
-            if not [n for n in ipam.load(self.ctx.instance) if n != self.ctx.names.container]:
-                converge(self.ctx.instance, remove_all=True)
+            for part in self.parts(strict=False):
+                part.undo()
 
 
 def converge(instance, remove_all: bool) -> None:

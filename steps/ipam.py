@@ -41,27 +41,34 @@ def load(instance) -> dict[str, str]:
     return {name: ip for name, ip in leases.items() if name in alive}
 
 
-def save(instance, leases: dict[str, str]) -> None:
+def aliases(instance) -> dict[str, list[str]]:
+    """Other names a container answers to on this network (Compose's service name, --network-alias)."""
+    return (read_json(path(instance)) or {}).get("aliases", {})
+
+
+def save(instance, leases: dict[str, str], new_aliases: dict[str, list[str]] | None = None) -> None:
     if leases:
-        write_json(path(instance), {"leases": dict(sorted(leases.items()))})
+        kept = {n: a for n, a in {**aliases(instance), **(new_aliases or {})}.items() if n in leases and a}
+        write_json(path(instance), {"leases": dict(sorted(leases.items())), "aliases": dict(sorted(kept.items()))})
         return
     directory = network_dir(instance)
     for name in os.listdir(directory) if os.path.isdir(directory) else []:
         if name.startswith("leases.json"):  # with a .tmp-PID a kill may have left
             os.unlink(os.path.join(directory, name))
-    try:
-        os.rmdir(directory)
-    except OSError:
-        pass
+    for d in (directory, os.path.dirname(directory)) if instance.network_name else (directory,):
+        try:
+            os.rmdir(d)  # (a user network's, then RUN_ROOT/networks once the last is gone)
+        except OSError:
+            pass
 
 
-def allocate(names: Names, preferred: str | None) -> str:
+def allocate(names: Names, preferred: str | None, alias: list[str] | tuple = ()) -> str:
     leases = load(names.instance)
-    if names.container in leases:
+    if names.container in leases and aliases(names.instance).get(names.container, []) == list(alias):
         return leases[names.container]
     others = {ip for name, ip in leases.items() if name != names.container}
-    leases[names.container] = pick(names.instance.network, others, preferred)
-    save(names.instance, leases)
+    leases[names.container] = leases.get(names.container) or pick(names.instance.network, others, preferred)
+    save(names.instance, leases, {names.container: list(alias)})
     return leases[names.container]
 
 
@@ -69,3 +76,13 @@ def release(names: Names) -> None:
     leases = load(names.instance)
     if leases.pop(names.container, None) is not None or not leases:
         save(names.instance, leases)
+
+
+def anywhere(instance) -> dict[str, dict[str, str]]:
+    """The leases of every network of the instance that has any: {network name ("" for the
+    default one): {container: address}} (the resolver and the network go with the last)."""
+    found = {"": load(instance._replace(network_name=""))}
+    user = os.path.join(instance.run_root, "networks")
+    for name in sorted(os.listdir(user)) if os.path.isdir(user) else []:
+        found[name] = load(instance._replace(network_name=name))
+    return {k: v for k, v in found.items() if v}

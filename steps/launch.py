@@ -13,6 +13,7 @@ import time
 from steps import Change, Step, absent, applied, faults, partial
 from steps.facts import boot_id, catches_signal, process_alive, process_start
 from steps.runtime.command import command_argv
+from steps.runtime.health import clear as clear_health
 from steps.state import load_runtime, remove_file, update_record
 
 
@@ -135,6 +136,7 @@ class LaunchStep(Step):
         faults.point("launch.undo.mid")
         remove_file(self.ctx.names.runtime_state)
         remove_file(self.ctx.names.attach_socket)  # left by a monitor that was killed
+        clear_health(self.ctx.names)  # the init it judged is gone
         try:
             os.rmdir(self.ctx.names.runtime_dir)
         except OSError:

@@ -121,6 +121,8 @@ class Names:
         """The host end of the veth pair: a short hash, as IFNAMSIZ is 16 bytes with the NUL
         and container names can be 64 characters (netdevice(7))."""
         key = f"{self.instance.state_root}\0{self.instance.cgroup_parent}\0{self.container}"
+        if self.instance.network_name:  # one pair per network the container joins
+            key += f"\0{self.instance.network_name}"
         return veth_prefix(self.instance) + sha256(key.encode()).hexdigest()[:7]
 
     @property
@@ -138,14 +140,37 @@ def containers_dir(instance: Instance) -> str:
 
 
 def veth_prefix(instance: Instance) -> str:
-    """'dv' + 4 hex of the instance: whose a host veth is can be told from its name."""
+    """'dv' + 4 hex of the instance: whose a host veth is can be told from its name; a user
+    network's are 'dw' + 4 hex of the instance and network (its bridge table drops frames from
+    its own veths that have no rules yet, and must not see the other networks')."""
     key = f"{instance.state_root}\0{instance.cgroup_parent}"
+    if instance.network_name:
+        return "dw" + sha256(f"{key}\0{instance.network_name}".encode()).hexdigest()[:4]
     return "dv" + sha256(key.encode()).hexdigest()[:4]
 
 
 def network_dir(instance: Instance) -> str:
-    """Leases and other shared network state of the instance (runtime: gone at reboot)."""
+    """Leases and other shared network state of the instance's default network, or of the user
+    network this copy of the instance is (runtime: gone at reboot)."""
+    if instance.network_name:
+        return os.path.join(instance.run_root, "networks", instance.network_name)
     return os.path.join(instance.run_root, "network")
+
+
+def resolver_dir(instance: Instance) -> str:
+    """The instance's one resolver (every network's): its pidfile and socket."""
+    return os.path.join(instance.run_root, "network")
+
+
+def networks_dir(instance: Instance) -> str:
+    """User-defined networks' records: NAME.json."""
+    return os.path.join(instance.state_root, "networks")
+
+
+def bridge_prefix(instance: Instance) -> str:
+    """'dn' + 4 hex of the instance: user networks' bridges are named with it."""
+    key = f"{instance.state_root}\0{instance.cgroup_parent}"
+    return "dn" + sha256(key.encode()).hexdigest()[:4]
 
 
 def layer_sizes(instance: Instance) -> str:

@@ -33,7 +33,7 @@ from steps.state import write_value as set_sysctl
 
 BASE_COMMENTS = {"diy:no-loopback-from-containers", "diy:jump:prerouting", "diy:jump:output", "diy:masquerade",
                  "diy:masquerade-local", "diy:masquerade-hairpin", "diy:forward:back", "diy:forward:published",
-                 "diy:forward:out", "diy:forward:unpublished", "diy:antispoof-unknown-port"}
+                 "diy:forward:out", "diy:forward:unpublished", "diy:antispoof-unknown-port", "diy:isolate"}
 FAMILIES = ("ip", "bridge")  # one table name in each: nat and filtering in ip, anti-spoofing in bridge
 ANTISPOOF_RULES = ("mac", "ipv4", "arp", "rest")  # the rules of a container's chain, as their comments end
 
@@ -131,28 +131,27 @@ def run(text: str, what: str) -> None:
         raise StepFailed(f"cannot {what}: {nftables.NftError(text, err)}")
 
 
-class NatStep(Step):
-    name = "nat"
+class NatRules:
+    """One network's tables, as far as one container is concerned (its rules; the tables' base
+    rules when missing)."""
 
-    @property
-    def bridged(self) -> bool:
-        return self.ctx.spec.get("network", "bridge") == "bridge"
+    def __init__(self, inst, base, container: str, spec: dict):
+        self.inst, self.base, self.container, self.spec = inst, base, container, spec
+        self.names = Names(inst, container)
 
     def sysctls(self) -> dict[str, str]:
         return {"/proc/sys/net/ipv4/ip_forward": "1",
-                f"/proc/sys/net/ipv4/conf/{self.ctx.instance.bridge}/route_localnet": "1"}
+                f"/proc/sys/net/ipv4/conf/{self.inst.bridge}/route_localnet": "1"}
 
     def own(self, comments) -> set[str]:
         """This container's rules among comments: its member rule, its ports, its anti-spoofing rules."""
-        mine = own_prefixes(self.ctx.names.container)
+        mine = own_prefixes(self.container)
         return {c for c in comments or () if c.startswith(mine)}
 
     def check(self):
         """Applied when the table's base rules and exactly this container's rules (for its
         current address and ports) are loaded; the others' rules are theirs to check."""
-        if not self.bridged:
-            return nothing("no network")
-        inst, name = self.ctx.instance, self.ctx.names.container
+        inst, name = self.inst, self.container
         leases = ipam.load(inst)
         live = ours(inst, name)
         if name not in leases:
@@ -169,29 +168,26 @@ class NatStep(Step):
         return (partial if self.own(live) else absent)(changes)
 
     def apply(self):
-        with instance_lock(self.ctx.instance):
-            leases = ipam.load(self.ctx.instance)
-            net.check_ports_free(self.ctx.names, self.ctx.spec.get("publish") or [])  # now, under the lock
-            for path, value in self.sysctls().items():
-                if sysctl(path) != value:
-                    set_sysctl(path, value)
-            faults.point("nat.apply.mid")
-            inst, me = self.ctx.instance, self.ctx.names.container
-            live = tables(inst, me)  # also refuses a foreign table of our name before anything is changed
-            if len(live) < len(FAMILIES) or not BASE_COMMENTS <= (comments_of(live) or set()):
-                self.render(live, leases)
-            elif text := changes_for(inst, live, me, leases.get(me)):
-                run(text, f"change nft tables {inst.nft_table} for {me}")
+        leases = ipam.load(self.inst)
+        for path, value in self.sysctls().items():
+            if sysctl(path) != value:
+                set_sysctl(path, value)
+        faults.point("nat.apply.mid")
+        inst, me = self.inst, self.container
+        live = tables(inst, me)  # also refuses a foreign table of our name before anything is changed
+        if len(live) < len(FAMILIES) or not BASE_COMMENTS <= (comments_of(live) or set()):
+            self.render(live, leases)
+        elif text := changes_for(inst, live, me, leases.get(me)):
+            run(text, f"change nft tables {inst.nft_table} for {me}")
 
     def undo(self):
-        with instance_lock(self.ctx.instance):
-            inst, me = self.ctx.instance, self.ctx.names.container
-            others = {k: v for k, v in ipam.load(inst).items() if k != me}
-            faults.point("nat.undo.mid")
-            if not others:
-                drop_table(inst)
-            elif text := changes_for(inst, tables(inst, me), me, None):
-                run(text, f"remove {me}'s rules from nft tables {inst.nft_table}")
+        inst, me = self.inst, self.container
+        others = {k: v for k, v in ipam.load(inst).items() if k != me}
+        faults.point("nat.undo.mid")
+        if not others:
+            drop_table(inst)
+        elif text := changes_for(inst, tables(inst, me), me, None):
+            run(text, f"remove {me}'s rules from nft tables {inst.nft_table}")
 
     def render(self, live: dict[str, Table], leases: dict) -> None:
         """Replace our tables whole, with the rules of the containers in them now (at their
@@ -199,13 +195,53 @@ class NatStep(Step):
         undo still holds one and must not be put back (its undo check would then fail)."""
         from steps.templating import fill
 
-        inst, me = self.ctx.instance, self.ctx.names.container
+        inst, me = self.inst, self.container
         present = in_table(comments_of(live))
         keep = {n: ip for n, ip in leases.items() if n in present or n == me}
         text = fill("nftables.j2", table=inst.nft_table, bridge=inst.bridge, subnet=str(inst.network),
-                    marker=table_marker(inst), veth_prefix=veth_prefix(inst))
+                    marker=table_marker(inst), veth_prefix=veth_prefix(inst), others=other_bridges(inst, self.base))
         text += "".join(changes_for(inst, {}, n, ip) for n, ip in sorted(keep.items()))  # their rules, added
         run(text, f"load nft tables {inst.nft_table}")
+
+
+def other_bridges(inst, base) -> str:
+    """An nft set of the instance's other bridges (its default one, its user networks' by their
+    prefix): a container's traffic to them is dropped - networks are isolated."""
+    from steps.names import bridge_prefix
+
+    names = [f'"{bridge_prefix(inst)}*"'] + ([f'"{base.bridge}"'] if base.bridge != inst.bridge else [])
+    return "{ " + ", ".join(names) + " }"
+
+
+class NatStep(Step):
+    name = "nat"
+
+    def parts(self, strict: bool = True) -> list[NatRules]:
+        from steps.networks import joined, variant
+
+        inst, name = self.ctx.instance, self.ctx.names.container
+        return [NatRules(variant(inst, n, strict), inst, name, self.ctx.spec) for n in joined(self.ctx.spec)]
+
+    def check(self):
+        parts = self.parts(strict=False)
+        if not parts:
+            return nothing("no network")
+        checks = [p.check() for p in parts]
+        if all(c.applied for c in checks):
+            return applied("; ".join(c.detail for c in checks))
+        changes = [ch for c in checks for ch in c.changes]
+        return (absent if all(c.absent for c in checks) else partial)(changes)
+
+    def apply(self):
+        with instance_lock(self.ctx.instance):
+            net.check_ports_free(self.ctx.names, self.ctx.spec.get("publish") or [])  # now, under the lock
+            for part in self.parts():
+                part.apply()
+
+    def undo(self):
+        with instance_lock(self.ctx.instance):
+            for part in reversed(self.parts(strict=False)):
+                part.undo()
 
 
 def changes_for(inst, live: dict[str, Table], name: str, ip: str | None) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shlex
 import subprocess
 from typing import NamedTuple
@@ -538,7 +539,12 @@ def read_firewall(own_table: str) -> Firewall:
     if proc is None or proc.returncode != 0:
         return Firewall([], [f"nftables: {first_line(proc, 'nft')}"])
     ruleset = json.loads(proc.stdout or "{}").get("nftables", [])
-    skip, unwritable, tables, unread = {("ip", own_table), ("bridge", own_table)}, {}, [], []
+    skip, unwritable, tables, unread = set(), {}, [], []
+    base = re.sub(r"_n[0-9a-f]{8}$", "", own_table)  # a user network's table: the instance's tables are all ours
+    for entry in ruleset:
+        t = entry.get("table") if isinstance(entry, dict) else None
+        if t and re.fullmatch(re.escape(base) + r"(_n[0-9a-f]{8})?", str(t.get("name", ""))):
+            skip.add((t.get("family"), t["name"]))
     managed = iptables_nft_tables(ruleset)
     if managed:
         proc = run(["iptables-nft-save"])

@@ -17,8 +17,9 @@ SYSTEMD_RESOLV = "/run/systemd/resolve/resolv.conf"
 
 
 def marker(instance) -> str:
-    """The bridge's ifalias: how we know a bridge of this name is ours."""
-    return f"diy-docker {instance.state_root}"
+    """The bridge's ifalias: how we know a bridge of this name is ours (and which network's)."""
+    own = f" {instance.network_name}" if instance.network_name else ""
+    return f"diy-docker {instance.state_root}{own}"
 
 
 def gateway(instance) -> str:
@@ -224,11 +225,13 @@ def write_in_place(path: str, text: str) -> None:
 
 def published(instance, leases: dict[str, str], without: str | None = None) -> list[dict]:
     """Every published port of the leased containers (but `without`), with its address."""
-    ports = []
+    ports, here = [], instance.network_name or "bridge"
     for name, ip in sorted(leases.items()):
         if name == without:
             continue
         record = load_record(Names(instance, name)) or {}
+        if joined(record)[:1] != [here]:
+            continue  # its ports are DNATed to its address on its primary network only
         for p in record.get("publish") or []:
             ports.append({**p, "ip": ip, "name": name, "comment": f"diy:port:{name}:{p['proto']}:{p['host_ip']}:"
                                                                   f"{p['host_port']}>{ip}:{p['container_port']}"})
@@ -246,12 +249,24 @@ def port_clash(wanted: list[dict], taken: list[dict]) -> str | None:
     return None
 
 
+def joined(spec: dict) -> list[str]:
+    """The bridged networks a container's spec joins, its primary (eth0) first: [] for none/host."""
+    if spec.get("networks"):
+        return list(spec["networks"])
+    mode = spec.get("network") or "bridge"
+    return [] if mode in ("none", "host") else [mode]
+
+
 def check_ports_free(names: Names, publish: list[dict]) -> None:
     """Refuse a host port another container of the instance publishes (callers that act on
     the answer hold the instance lock)."""
     from steps import ipam
 
-    clash = port_clash(publish, published(names.instance, ipam.load(names.instance), without=names.container))
+    taken = []
+    for network, leases in ipam.anywhere(names.instance).items():  # a host port is the host's, whatever network
+        on = names.instance._replace(network_name=network)  # (published() needs only its name)
+        taken += published(on, leases, without=names.container)
+    clash = port_clash(publish, taken)
     if clash:
         raise BadInput(clash)
 

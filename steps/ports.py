@@ -79,9 +79,10 @@ def assign(ctx) -> None:
     "publish" (marked auto) so that start reuses it."""
     from steps.image import runtime_config
     from steps.image.store import Store
+    from steps.network import joined
 
     spec = ctx.spec
-    if spec.get("network", "bridge") != "bridge":
+    if not joined(spec):
         return
     taken = instance_ports(ctx.instance, ctx.names.container) | {(p["host_port"], p["proto"]) for p in spec["publish"]}
     for p in spec["publish"]:  # -p 80: a host port of the ephemeral range, as Docker

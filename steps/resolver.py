@@ -19,7 +19,7 @@ import time
 
 from steps import StepFailed, linux
 from steps.facts import process_alive
-from steps.names import network_dir
+from steps.names import resolver_dir
 
 SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dns_server.py")
 PID_FILE = "resolver.pid"
@@ -30,7 +30,7 @@ START_TIMEOUT = 10.0
 def running(instance) -> int | None:
     """The resolver's pid when it runs (the pidfile's pid with its start time)."""
     try:
-        with open(os.path.join(network_dir(instance), PID_FILE)) as f:
+        with open(os.path.join(resolver_dir(instance), PID_FILE)) as f:
             rec = json.load(f)
         pid, start = int(rec["pid"]), int(rec["start"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -44,14 +44,14 @@ _starting: dict[str, int] = {}  # network dir -> the read end of a starting reso
 def start(instance) -> None:
     """Start the resolver, unless it runs, without waiting for it: the caller's own work (the
     bridge, the veth) overlaps the ~20 ms of its interpreter's start; ensure() then waits."""
-    if running(instance) is None and network_dir(instance) not in _starting:
-        _starting[network_dir(instance)] = spawn(instance, wait=False)
+    if running(instance) is None and resolver_dir(instance) not in _starting:
+        _starting[resolver_dir(instance)] = spawn(instance, wait=False)
 
 
 def ensure(instance) -> bool:
     """Start the resolver unless it runs (or wait for one start() began); True when it was
     started (it then serves every container holding a lease)."""
-    pending = _starting.pop(network_dir(instance), None)
+    pending = _starting.pop(resolver_dir(instance), None)
     if pending is not None:
         wait_ready(pending)
         return True
@@ -68,7 +68,7 @@ def repair(instance) -> str:
     from steps.state import instance_lock
 
     with instance_lock(instance):
-        if not ipam.load(instance):
+        if not ipam.anywhere(instance):
             stop(instance)
             return "no container holds a lease: no resolver"
         return "resolver started again" if ensure(instance) else f"resolver running (pid {running(instance)})"
@@ -97,7 +97,7 @@ def drop(instance, name: str) -> None:
 def stop(instance) -> None:
     """The resolver gone, and its files (one still starting is waited for first: its pidfile and
     socket would otherwise come after this)."""
-    pending = _starting.pop(network_dir(instance), None)
+    pending = _starting.pop(resolver_dir(instance), None)
     if pending is not None:
         try:
             wait_ready(pending)
@@ -118,16 +118,16 @@ def stop(instance) -> None:
                 time.sleep(0.005)
     for name in (PID_FILE, SOCKET, f"{PID_FILE}.tmp"):
         try:
-            os.unlink(os.path.join(network_dir(instance), name))
+            os.unlink(os.path.join(resolver_dir(instance), name))
         except FileNotFoundError:
             pass
 
 
 def command(instance, line: str, wait_exit: bool = False) -> str:
-    path = os.path.join(network_dir(instance), SOCKET)
+    path = os.path.join(resolver_dir(instance), SOCKET)
     dir_fd = None
     if len(path) > 100:  # sockaddr_un holds 108 bytes: reach a long path through /proc
-        dir_fd = os.open(network_dir(instance), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = os.open(resolver_dir(instance), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         path = f"/proc/self/fd/{dir_fd}/{SOCKET}"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -152,7 +152,7 @@ def spawn(instance, wait: bool = True) -> int | None:
     wait=False, return the readiness pipe's read end for wait_ready())."""
     from steps.network import host_resolv_conf
 
-    net_dir = network_dir(instance)
+    net_dir = resolver_dir(instance)
     os.makedirs(net_dir, exist_ok=True)
     stop(instance)  # the files of a killed one
     r, w = os.pipe()

@@ -9,6 +9,7 @@ from steps import BadInput
 from steps.cgroup import parse_cpus, parse_memory, parse_pids
 from steps.image.reference import canonical
 from steps.runflags import parse_env_files
+from steps.runtime.health import parse as parse_healthcheck
 from steps.runtime.logfile import parse_log_opts
 from steps.runtime.restart import parse as parse_restart
 from steps.state import now_iso
@@ -21,7 +22,7 @@ SPEC_KEYS = ("name", "image", "command", "env", "workdir", "hostname", "volumes"
              "memory", "cpus", "pids_limit", "network", "publish", "user", "entrypoint",
              "privileged", "cap_add", "cap_drop", "security_opt", "tty", "interactive", "log_opts",
              "add_hosts", "dns", "init", "stop_signal", "labels", "ulimits", "shm_size", "publish_all", "expose",
-             "read_only", "restart")
+             "read_only", "restart", "healthcheck", "networks", "aliases")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$")
 # [[HOSTIP:]HOSTPORT:]CONTAINERPORT[/PROTO]; an empty or missing HOSTPORT: one is chosen at create
 _PUBLISH = re.compile(r"(?:(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]*):)?(?P<cont>[0-9]+)(?:/(?P<proto>[a-z]+))?")
@@ -91,10 +92,33 @@ def parse_publish(items: list[str]) -> list[dict]:
     return out
 
 
+def parse_networks(given, aliases) -> tuple[str, list[str], list[str]]:
+    """--network (repeatable: bridge, host, none or a user network's name) and --network-alias:
+    (the primary mode or network, every network joined when that is not just the default one,
+    the aliases)."""
+    from steps.names import is_name
+    from steps.networks import check_name
+
+    items = [given] if isinstance(given, str) else list(given or [])
+    items = items or ["bridge"]
+    if len(set(items)) != len(items):
+        raise BadInput(f"bad network: {', '.join(items)} names one network twice")
+    if len(items) > 1 and {"none", "host"} & set(items):
+        raise BadInput("bad network: none and host cannot be joined with other networks")
+    for item in items:
+        if item not in ("bridge", "none", "host"):
+            check_name(item)
+    for alias in aliases or []:
+        if not is_name(alias, 63):
+            raise BadInput(f"bad network alias {alias!r}: use 1-63 letters, digits, '_', '.', '-'")
+    joined = items if len(items) > 1 or items[0] not in ("bridge", "none", "host") else []
+    return items[0], joined, sorted(set(aliases or []))
+
+
 def parse_network(mode: str | None, publish: list[dict], publish_all: bool = False) -> str:
     mode = mode or "bridge"
     if mode not in ("bridge", "none", "host"):
-        raise BadInput(f"bad network {mode!r}: use bridge (the default), host or none")
+        return mode  # a user network (checked by parse_networks; its existence when the run starts)
     if mode == "none" and (publish or publish_all):
         raise BadInput("bad publish: a container with --network none has no ports to publish")
     if mode == "host" and (publish or publish_all):  # Docker's behaviour: ignored, with a warning
@@ -123,13 +147,15 @@ def parse_user(user: str | None) -> str | None:
     return user
 
 
-def parse_entrypoint(entrypoint: str | None) -> list[str] | None:
-    """--entrypoint PATH replaces the image's Entrypoint ('' clears it), as Docker's does."""
+def parse_entrypoint(entrypoint: str | list[str] | None) -> list[str] | None:
+    """--entrypoint PATH replaces the image's Entrypoint ('' clears it), as Docker's does; a list
+    (Compose's form) is the whole entrypoint with its arguments."""
     if entrypoint is None:
         return None
-    if "\0" in entrypoint:
-        raise BadInput("bad entrypoint: NUL bytes are not allowed")
-    return [entrypoint] if entrypoint else []
+    words = list(entrypoint) if isinstance(entrypoint, (list, tuple)) else [entrypoint]
+    if any(not isinstance(w, str) or "\0" in w for w in words):
+        raise BadInput("bad entrypoint: words must be strings without NUL bytes")
+    return [w for w in words if w] if words[0] else []
 
 
 def parse_security(privileged: bool, cap_add: list[str] | None, cap_drop: list[str] | None,
@@ -162,10 +188,10 @@ class RunOptions(NamedTuple):
     pids_limit: int | None = None
     rm: bool = False
     detach: bool = False
-    network: str | None = None
+    network: str | list[str] | tuple | None = None  # repeatable: several networks, the first the primary
     publish: list[str] | tuple = ()
     user: str | None = None
-    entrypoint: str | None = None
+    entrypoint: str | list[str] | None = None  # a list: Compose's entrypoint with its arguments
     privileged: bool = False
     cap_add: list[str] | tuple = ()
     cap_drop: list[str] | tuple = ()
@@ -185,6 +211,16 @@ class RunOptions(NamedTuple):
     cidfile: str | None = None
     restart: str | None = None
     expose: list[str] | tuple = ()
+    health_cmd: str | None = None
+    health_interval: str | None = None
+    health_timeout: str | None = None
+    health_start_period: str | None = None
+    health_retries: str | int | None = None
+    no_healthcheck: bool = False
+    # Already normalised (Compose): {"test": [...], "interval": s, "timeout": s, "start_period": s,
+    # "retries": n}; the --health-* flags given override it per field.
+    healthcheck: dict | None = None
+    network_alias: list[str] | tuple = ()
 
 
 def build(name: str, opts: RunOptions) -> dict:
@@ -193,9 +229,11 @@ def build(name: str, opts: RunOptions) -> dict:
     check_volumes(vols)
     ports = parse_publish(opts.publish or [])
     security = parse_security(opts.privileged, opts.cap_add, opts.cap_drop, opts.security_opt)
-    network = parse_network(opts.network, ports, opts.publish_all)
+    primary, networks, aliases = parse_networks(opts.network, opts.network_alias)
+    network = parse_network(primary, ports, opts.publish_all)
     return {**security, **later_flags(opts, network), "tty": bool(opts.tty), "interactive": bool(opts.interactive),
-            "network": network, "publish": [] if network == "host" else ports, "name": name,
+            "network": network, "networks": networks, "aliases": aliases,
+            "publish": [] if network == "host" else ports, "name": name,
             "image": canonical(opts.image), "command": parse_command(opts.command),
             "user": parse_user(opts.user), "entrypoint": parse_entrypoint(opts.entrypoint),
             "env": parse_env_files(opts.env_file) + parse_env(opts.env), "workdir": parse_workdir(opts.workdir),
@@ -208,15 +246,16 @@ def build(name: str, opts: RunOptions) -> dict:
 
 
 def later_flags(opts: RunOptions, network: str) -> dict:
-    """--add-host, --dns, --init, --stop-signal, --label, --ulimit, --shm-size, -P, --cidfile."""
+    """--add-host, --dns, --init, --stop-signal, --label, --ulimit, --shm-size, -P, --cidfile, --health-*."""
     from steps import runflags as rf
 
     return {"add_hosts": rf.parse_add_hosts(opts.add_host), "dns": rf.parse_dns(opts.dns),
             "init": rf.check_init(opts.init), "stop_signal": rf.parse_stop_signal(opts.stop_signal),
             "labels": rf.parse_labels(opts.label), "ulimits": rf.parse_ulimits(opts.ulimit),
             "shm_size": rf.parse_shm_size(opts.shm_size),
-            "publish_all": bool(opts.publish_all) and network == "bridge", "cidfile": rf.check_cidfile(opts.cidfile),
-            "expose": parse_expose(opts.expose)}
+            "publish_all": bool(opts.publish_all) and network not in ("none", "host"),
+            "cidfile": rf.check_cidfile(opts.cidfile),
+            "expose": parse_expose(opts.expose), "healthcheck": parse_healthcheck(opts)}
 
 
 def parse_expose(items: list[str]) -> list[str]:

@@ -20,6 +20,8 @@ import os
 from steps import Change, Step, absent, applied, faults, ipam, linux, nothing, partial, resolver
 from steps import netlink as nl
 from steps import network as net
+from steps.names import Names
+from steps.networks import joined, variant
 from steps.state import instance_lock, read_value, update_record, write_json, write_value
 
 IPV6_CONF = "/proc/sys/net/ipv6/conf"
@@ -73,12 +75,121 @@ def ra_changes(netns: str) -> list[Change]:
             for dev, value in accept_ra(netns).items() if value != "0"]
 
 
+class Wire:
+    """One network the container joins (a copy of the instance for a user network, see
+    steps/networks.py): its bridge, its lease, the veth pair and the inside end, eth<index>.
+    The first network is the primary one: its gateway is the default route."""
+
+    def __init__(self, instance, container: str, spec: dict, index: int):
+        self.inst, self.spec = instance, spec
+        self.names = Names(instance, container)
+        self.iface, self.primary = f"eth{index}", index == 0
+
+    @property
+    def label(self) -> str:
+        return self.inst.network_name or "bridge"
+
+    def check(self, leases: dict[str, str]) -> tuple[str | None, object, list[Change]]:
+        """(its lease, its host end, what differs)."""
+        n, inst = self.names, self.inst
+        lease = leases.get(n.container)
+        with nl.iproute() as ipr:
+            host_end = nl.link(ipr, n.host_veth)
+            br, missing = net.bridge_state(ipr, inst)
+        changes = [Change(m) for m in missing]
+        if lease is None:
+            return None, host_end, changes + [Change("lease an address", "none", f"from {inst.subnet}"),
+                                              Change(f"veth {n.host_veth} <-> {self.iface}")]
+        if host_end is None or br is None or host_end.get_attr("IFLA_MASTER") != br["index"] \
+                or not nl.is_up(host_end):
+            changes.append(Change(f"veth {n.host_veth} on {inst.bridge}", "missing or detached", "up"))
+        elif pinned(n.netns):
+            changes += self.inside_changes(lease)
+        if list(self.spec.get("aliases") or []) != ipam.aliases(inst).get(n.container, []):
+            changes.append(Change(f"aliases on {self.label}", "", ", ".join(self.spec.get("aliases") or [])))
+        return lease, host_end, changes
+
+    def inside_changes(self, lease: str) -> list[Change]:
+        want = f"{lease}/{self.inst.network.prefixlen}"
+        with nl.iproute(self.names.netns) as ns:
+            dev = nl.link(ns, self.iface)
+            if dev is None:
+                return [Change(f"{self.iface} in the netns", "missing", want)]
+            have = nl.addresses(ns, dev["index"])
+            routes = [r for r in ns.get_routes(family=2, table=254) if not r["dst_len"]]
+            gw = net.gateway(self.inst)
+        changes = [] if want in have and nl.is_up(dev) else [Change(self.iface, ",".join(sorted(have)), want)]
+        mac = dev.get_attr("IFLA_ADDRESS")
+        if mac != net.mac_of(lease):  # the nat stage's anti-spoofing rules drop frames from any other
+            changes.append(Change(f"{self.iface} MAC", mac or "none", net.mac_of(lease)))
+        if self.primary and not any(r.get_attr("RTA_GATEWAY") == gw for r in routes):
+            changes.append(Change("default route", "none", f"via {gw}"))
+        return changes
+
+    def apply(self) -> str:
+        n, inst = self.names, self.inst
+        record_ip = ((self.spec.get("last") or {}).get("ips") or {}).get(self.label) if not self.primary \
+            else (self.spec.get("last") or {}).get("ip")
+        with nl.iproute() as ipr:
+            bridge = net.ensure_bridge(ipr, inst)
+            lease = ipam.allocate(n, record_ip, self.spec.get("aliases") or [])
+            host_end = nl.link(ipr, n.host_veth)
+            if host_end is not None and (host_end.get_attr("IFLA_MASTER") != bridge
+                                         or not self.has_iface()):  # detached, or its peer is not in our netns
+                nl.tolerate(nl.GONE, ipr.link, "del", index=host_end["index"])
+                host_end = None
+            fd, make = None, []
+            try:  # one round trip: the pair (its peer made inside the netns), the host end up
+                if host_end is None:
+                    fd = os.open(n.netns, os.O_RDONLY | os.O_CLOEXEC)
+                    make = [nl.op("link", "add", ok=nl.EXISTS, ifname=n.host_veth, kind="veth", master=bridge,
+                                  state="up", peer={"ifname": self.iface, "address": net.mac_of(lease),
+                                                    "net_ns_fd": fd})]
+                ipr.batch(*make, nl.op("link", "set", ifname=n.host_veth, state="up"))
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        self.configure_inside(lease)
+        return lease
+
+    def has_iface(self) -> bool:
+        with nl.iproute(self.names.netns) as ns:
+            return bool(ns.link_lookup(ifname=self.iface))
+
+    def configure_inside(self, lease: str) -> None:
+        """The MAC of the lease (an end left by a killed run may lack it; apply has already
+        refused router advertisements on every device there) before it goes up; then its
+        address and, on the primary network, the default route."""
+        inst = self.inst
+        with nl.iproute(self.names.netns) as ns:  # two round trips (a third to fix the MAC)
+            dev = ns.batch(nl.op("link", "set", ifname="lo", state="up"),
+                           nl.op("link", "get", ifname=self.iface))[1][0]
+            if dev.get_attr("IFLA_ADDRESS") != net.mac_of(lease):
+                ns.link("set", index=dev["index"], address=net.mac_of(lease))
+            route = [nl.op("route", "add", ok=nl.EXISTS, dst="0.0.0.0/0", gateway=net.gateway(inst))] \
+                if self.primary else []
+            ns.batch(nl.op("addr", "add", ok=nl.EXISTS, index=dev["index"], address=lease,
+                           prefixlen=inst.network.prefixlen),
+                     nl.op("link", "set", index=dev["index"], state="up"),  # then the gateway is reachable:
+                     *route)
+
+    def undo(self, ipr) -> None:
+        """Its host end (the peer goes with it); the network's bridge, table and accepts when this
+        was its last container."""
+        n = self.names
+        others = {k: v for k, v in ipam.load(self.inst).items() if k != n.container}
+        nl.tolerate(nl.GONE, ipr.link, "del", ifname=n.host_veth)
+        faults.point("veth.undo.mid")
+        if not others:  # the last container of this network: its shared objects go too
+            remove_shared(ipr, self.inst)
+
+
 class VethStep(Step):
     name = "veth"
 
     @property
     def bridged(self) -> bool:
-        return self.ctx.spec.get("network", "bridge") == "bridge"
+        return bool(joined(self.ctx.spec))
 
     @property
     def host(self) -> bool:
@@ -86,25 +197,35 @@ class VethStep(Step):
         the host's hosts and resolv.conf)."""
         return self.ctx.spec.get("network") == "host"
 
+    def wires(self, strict: bool = True) -> list[Wire]:
+        """One per network joined, the primary first (strict=False: a network whose record went
+        is still taken apart, by the names derived from its name)."""
+        inst, name = self.ctx.instance, self.ctx.names.container
+        return [Wire(variant(inst, net_name, strict), name, self.ctx.spec, i)
+                for i, net_name in enumerate(joined(self.ctx.spec))]
+
     def check(self):
         if self.host:
             return nothing("the host's network namespace")
         n = self.ctx.names
         changes = ra_changes(n.netns) if pinned(n.netns) else [Change(f"pin a network namespace on {n.netns}")]
-        leases = ipam.load(n.instance)
-        lease = leases.get(n.container)
-        host_end = None
-        if self.bridged or os.path.exists(f"/sys/class/net/{n.host_veth}"):
-            with nl.iproute() as ipr:
-                host_end = nl.link(ipr, n.host_veth)
-                if self.bridged:
-                    changes += self.wiring(ipr, host_end, lease, leases)
-        if not self.bridged and not changes:
-            changes += self.file_changes(None, {})  # lo only: no peers to list
-        present = pinned(n.netns) or lease or host_end is not None
+        present, leases = pinned(n.netns), []
+        for wire in self.wires(strict=False):
+            lease, host_end, more = wire.check(ipam.load(wire.inst))
+            changes += more
+            leases.append((wire, lease))
+            present = present or lease is not None or host_end is not None
+        if not leases:
+            present = present or os.path.exists(f"/sys/class/net/{n.host_veth}")  # left by an older spec
+        primary = leases[0][1] if leases else None
+        if leases and all(lease for _, lease in leases):
+            changes += self.file_changes(primary)
+        elif not leases and not changes:
+            changes += self.file_changes(None)  # lo only: no peers to list
         if not changes:
-            warn = "" if self.has_nameserver(lease) else "; no nameserver the container can reach"
-            return applied(f"{lease or 'no network'} via {n.host_veth if lease else 'lo only'}{warn}")
+            warn = "" if self.has_nameserver(primary) else "; no nameserver the container can reach"
+            via = ", ".join(f"{lease} via {w.names.host_veth}" for w, lease in leases) or "no network via lo only"
+            return applied(f"{via}{warn}")
         return (partial if present else absent)(changes)
 
     def has_nameserver(self, lease: str | None) -> bool:
@@ -117,38 +238,7 @@ class VethStep(Step):
             return any(ln.split()[:1] == ["nameserver"] and len(ln.split()) > 1 for ln in lines)
         return bool(net.nameservers()[0])
 
-    def wiring(self, ipr, host_end, lease: str | None, leases: dict[str, str]) -> list[Change]:
-        n, inst = self.ctx.names, self.ctx.instance
-        br, missing = net.bridge_state(ipr, inst)
-        changes = [Change(m) for m in missing]
-        if lease is None:
-            return changes + [Change("lease an address", "none", f"from {inst.subnet}"),
-                              Change(f"veth {n.host_veth} <-> eth0")]
-        if host_end is None or br is None or host_end.get_attr("IFLA_MASTER") != br["index"] \
-                or not nl.is_up(host_end):
-            changes.append(Change(f"veth {n.host_veth} on {inst.bridge}", "missing or detached", "up"))
-        elif pinned(n.netns):
-            changes += self.inside_changes(lease)
-        return changes + self.file_changes(lease, leases)
-
-    def inside_changes(self, lease: str) -> list[Change]:
-        want = f"{lease}/{self.ctx.instance.network.prefixlen}"
-        with nl.iproute(self.ctx.names.netns) as ns:
-            eth0 = nl.link(ns, "eth0")
-            if eth0 is None:
-                return [Change("eth0 in the netns", "missing", want)]
-            have = nl.addresses(ns, eth0["index"])
-            routes = [r for r in ns.get_routes(family=2, table=254) if not r["dst_len"]]
-            gw = net.gateway(self.ctx.instance)
-        changes = [] if want in have and nl.is_up(eth0) else [Change("eth0", ",".join(sorted(have)), want)]
-        mac = eth0.get_attr("IFLA_ADDRESS")
-        if mac != net.mac_of(lease):  # the nat stage's anti-spoofing rules drop frames from any other
-            changes.append(Change("eth0 MAC", mac or "none", net.mac_of(lease)))
-        if not any(r.get_attr("RTA_GATEWAY") == gw for r in routes):
-            changes.append(Change("default route", "none", f"via {gw}"))
-        return changes
-
-    def file_changes(self, lease: str | None, leases: dict) -> list[Change]:
+    def file_changes(self, lease: str | None) -> list[Change]:
         """hostname and resolv.conf as rendered; hosts with this container's own line (the
         container may add lines of its own). Peers' names are the instance resolver's."""
         n = self.ctx.names
@@ -177,16 +267,18 @@ class VethStep(Step):
             return
         with instance_lock(n.instance):
             self.pin()
-            refuse_router_ads(n.netns)  # every device there, and default: an eth0 made later inherits it
+            refuse_router_ads(n.netns)  # every device there, and default: an interface made later inherits it
             faults.point("veth.apply.mid")
-            if self.bridged:
+            wires = self.wires()
+            if wires:
                 resolver.start(n.instance)  # its start overlaps the wiring; serve() below waits for it
-            lease = self.wire() if self.bridged else None
+            ips = {wire.label: wire.apply() for wire in wires}
+            lease = next(iter(ips.values()), None)
             for name, text in net.etc_files(n, self.ctx.spec, lease).items():
                 net.write_in_place(os.path.join(n.etc_dir, name), text)
             if lease:
                 resolver.serve(n.instance, n.container)  # started by the first container (or after a kill)
-                update_record(n, ip=lease)
+                update_record(n, ip=lease, **({"ips": ips} if len(ips) > 1 or "bridge" not in ips else {}))
 
     def pin(self) -> None:
         n = self.ctx.names
@@ -197,71 +289,35 @@ class VethStep(Step):
                 write_json(n.netns, {})  # the mount point: any file
             linux.pin_netns(n.netns)
 
-    def wire(self) -> str:
-        n, inst = self.ctx.names, self.ctx.instance
-        record_ip = (self.ctx.spec.get("last") or {}).get("ip")
-        with nl.iproute() as ipr:
-            bridge = net.ensure_bridge(ipr, inst)
-            lease = ipam.allocate(n, record_ip)
-            host_end = nl.link(ipr, n.host_veth)
-            if host_end is not None and (host_end.get_attr("IFLA_MASTER") != bridge
-                                         or not self.has_eth0()):  # detached, or its peer is not in our netns
-                nl.tolerate(nl.GONE, ipr.link, "del", index=host_end["index"])
-                host_end = None
-            fd, make = None, []
-            try:  # one round trip: the pair (its peer made inside the netns as eth0), the host end up
-                if host_end is None:
-                    fd = os.open(n.netns, os.O_RDONLY | os.O_CLOEXEC)
-                    make = [nl.op("link", "add", ok=nl.EXISTS, ifname=n.host_veth, kind="veth", master=bridge,
-                                  state="up", peer={"ifname": "eth0", "address": net.mac_of(lease), "net_ns_fd": fd})]
-                ipr.batch(*make, nl.op("link", "set", ifname=n.host_veth, state="up"))
-            finally:
-                if fd is not None:
-                    os.close(fd)
-        self.configure_inside(lease)
-        return lease
-
-    def has_eth0(self) -> bool:
-        with nl.iproute(self.ctx.names.netns) as ns:
-            return bool(ns.link_lookup(ifname="eth0"))
-
-    def configure_inside(self, lease: str) -> None:
-        """The MAC of the lease (an eth0 left by a killed run may lack it; apply has already
-        refused router advertisements on every device there) before eth0 goes up; then its
-        address and the default route."""
-        inst = self.ctx.instance
-        with nl.iproute(self.ctx.names.netns) as ns:  # two round trips (a third to fix the MAC)
-            eth0 = ns.batch(nl.op("link", "set", ifname="lo", state="up"), nl.op("link", "get", ifname="eth0"))[1][0]
-            if eth0.get_attr("IFLA_ADDRESS") != net.mac_of(lease):
-                ns.link("set", index=eth0["index"], address=net.mac_of(lease))
-            ns.batch(nl.op("addr", "add", ok=nl.EXISTS, index=eth0["index"], address=lease,
-                           prefixlen=inst.network.prefixlen),
-                     nl.op("link", "set", index=eth0["index"], state="up"),  # then the gateway is reachable:
-                     nl.op("route", "add", ok=nl.EXISTS, dst="0.0.0.0/0", gateway=net.gateway(inst)))
-
     def undo(self):
-        """Host end (its peer goes with it), then - when this was the last lease - the
-        bridge and the table, then the pin, and the lease last: until the lease is
-        freed, check still sees something of this step, so a killed undo is redone."""
+        """Host ends (their peers go with them), then - for a network whose last container this
+        was - its bridge and table, then the pin, and the leases last: until a lease is freed,
+        check still sees something of this step, so a killed undo is redone."""
         n = self.ctx.names
         if self.host and not pinned(n.netns):
             return
         with instance_lock(n.instance):
-            others = {k: v for k, v in ipam.load(n.instance).items() if k != n.container}
-            if self.bridged or os.path.exists(f"/sys/class/net/{n.host_veth}"):
+            wires = self.wires(strict=False)
+            stale = not wires and os.path.exists(f"/sys/class/net/{n.host_veth}")
+            if wires or stale:
                 with nl.iproute() as ipr:  # (a --network none container needs no netlink at all)
-                    nl.tolerate(nl.GONE, ipr.link, "del", ifname=n.host_veth)
-                    faults.point("veth.undo.mid")
-                    if not others:  # the last container of the instance: its shared network goes too
-                        remove_shared(ipr, n.instance)
+                    for wire in wires:
+                        wire.undo(ipr)
+                    if stale:
+                        nl.tolerate(nl.GONE, ipr.link, "del", ifname=n.host_veth)
+                        faults.point("veth.undo.mid")
             else:
                 faults.point("veth.undo.mid")
-            if others:
+            anyone = any(k != n.container for leases in ipam.anywhere(n.instance).values() for k in leases)
+            if anyone:
                 resolver.drop(n.instance, n.container)  # its sockets hold the netns alive
             else:
                 resolver.stop(n.instance)  # with the last container, as the bridge
             self.unpin()
-            ipam.release(n)
+            for wire in wires:
+                ipam.release(wire.names)
+            if not wires:
+                ipam.release(n)
 
     def unpin(self) -> None:
         path = self.ctx.names.netns

@@ -29,10 +29,12 @@ class Instance:
         self.nft_table = f"diyt_{self.id}"
         n = int(self.id, 16)
         self.subnet = f"10.{200 + n % 50}.{(n >> 8) % 256}.0/24"
+        self.network_pool = f"10.{150 + n % 50}.{(n >> 8) % 256}.0/24"  # user networks: /28s of it
         self.env = {**os.environ, "DIY_DOCKER_STATE_ROOT": self.state_root,
                     "DIY_DOCKER_RUN_ROOT": self.run_root, "DIY_DOCKER_CGROUP_PARENT": self.cgroup_parent,
                     "DIY_DOCKER_BRIDGE": self.bridge, "DIY_DOCKER_SUBNET": self.subnet,
-                    "DIY_DOCKER_NFT_TABLE": self.nft_table,
+                    "DIY_DOCKER_NFT_TABLE": self.nft_table, "DIY_DOCKER_NETWORK_POOL": self.network_pool,
+                    "DIY_DOCKER_NETWORK_SIZE": "28",
                     "DIY_DOCKER_CONFIG": os.path.join(self.root, "config.yaml"),
                     "DIY_DOCKER_STOP_TIMEOUT": "3", "NO_COLOR": "1", "PYTHONPATH": REPO}
         self.env.pop("DIY_DOCKER_FAULT", None)
@@ -83,6 +85,25 @@ class Instance:
 
         return veth_prefix(config.load({k: v for k, v in self.env.items() if k.startswith("DIY_DOCKER")}))
 
+    def extra_subnet(self, k: int) -> str:
+        """The k-th /28 of the instance's network pool (k < 16), for an explicit --subnet."""
+        return f"{self.network_pool.rsplit('.', 1)[0]}.{16 * k}/28"
+
+    def bridge_prefix(self) -> str:
+        """'dn' + 4 hex: the instance's user networks' bridges."""
+        from steps import config
+        from steps.names import bridge_prefix
+
+        return bridge_prefix(config.load({k: v for k, v in self.env.items() if k.startswith("DIY_DOCKER")}))
+
+    @staticmethod
+    def free_port() -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
     def containers(self) -> list[str]:
         d = os.path.join(self.state_root, "containers")
         return sorted(os.listdir(d)) if os.path.isdir(d) else []
@@ -118,6 +139,12 @@ def inst(monkeypatch):
     os.makedirs(instance.root)
     instance.apply_env(monkeypatch)
     yield instance
+    check_leaks(instance, before)
+
+
+def check_leaks(instance: Instance, before: set[str], what: str = "left on the host") -> None:
+    """After a test: what the instance left beside the snapshot before it fails the test (and is
+    removed by force for the next ones); the instance's root goes either way."""
     leaks = set()
     for _ in range(50):  # the kernel releases some objects (cgroups of reaped tasks) a moment late
         leaks = host.only_ours(host.snapshot() - before, instance) \
@@ -131,4 +158,4 @@ def inst(monkeypatch):
         force_clean(instance)
     shutil.rmtree(instance.root, ignore_errors=True)
     if leaks:
-        pytest.fail("left on the host:\n  " + "\n  ".join(sorted(leaks)), pytrace=False)
+        pytest.fail(f"{what}:\n  " + "\n  ".join(sorted(leaks)), pytrace=False)

@@ -123,7 +123,7 @@ def only_ours(found: set[str], inst) -> set[str]:
     if os.environ.get("DIY_TEST_LEAKS") != "instance":
         return found
     marks = (inst.root, f"/{inst.cgroup_parent}", f"link {inst.bridge}", f"link {inst.veth_prefix()}",
-             f" {inst.nft_table}")
+             f"link {inst.bridge_prefix()}", f" {inst.nft_table}")
     return {item for item in found if any(m in item for m in marks)}
 
 

@@ -212,6 +212,14 @@ def test_import_running_out_midway_leaves_nothing(inst, tmp_path, point, action)
     inst.cli("rmi", "r:1", check=True)
 
 
+def push_two_layers(registry, tmp_path, mb: int) -> None:
+    """team/r:1: two layers of mb MB of random bytes each."""
+    layout = str(tmp_path / "layout")
+    reg.oci_layout(layout, {"r": reg.ImageSpec(layers=[[("file", "a", os.urandom(mb * MB))],
+                                                       [("file", "b", os.urandom(mb * MB))]])})
+    reg.push(layout, "r", registry, "team/r:1")
+
+
 def test_a_killed_import_is_cleaned_by_the_next_store_command(inst, tmp_path):
     tar = rootfs_tar(str(tmp_path / "r.tar"), random_mb=2)
     assert inst.cli("image.import", tar, "r:1", fault="image.stage.mid:kill").returncode != 0
@@ -227,10 +235,7 @@ def test_a_killed_import_is_cleaned_by_the_next_store_command(inst, tmp_path):
                     reason="needs Debian's docker-registry and skopeo")
 def test_prune_reports_what_a_killed_pull_left(inst, tmp_path):
     with reg.Registry(str(tmp_path / "registry")) as registry:
-        layout = str(tmp_path / "layout")
-        reg.oci_layout(layout, {"r": reg.ImageSpec(layers=[[("file", "a", os.urandom(3 * MB))],
-                                                           [("file", "b", os.urandom(3 * MB))]])})
-        reg.push(layout, "r", registry, "team/r:1")
+        push_two_layers(registry, tmp_path, 3)
         p = inst.cli("pull", f"{registry.host}/team/r:1", fault="image.download.mid:kill", timeout=120)
         assert p.returncode != 0
     out = inst.cli("image.prune", check=True).stdout
@@ -243,10 +248,7 @@ def test_prune_reports_what_a_killed_pull_left(inst, tmp_path):
                     reason="needs Debian's docker-registry and skopeo")
 def test_a_pull_running_out_midway_leaves_nothing(inst, tmp_path):
     with reg.Registry(str(tmp_path / "registry")) as registry:
-        layout = str(tmp_path / "layout")
-        reg.oci_layout(layout, {"r": reg.ImageSpec(layers=[[("file", "a", os.urandom(2 * MB))],
-                                                           [("file", "b", os.urandom(2 * MB))]])})
-        reg.push(layout, "r", registry, "team/r:1")
+        push_two_layers(registry, tmp_path, 2)
         ref = f"{registry.host}/team/r:1"
         for fault in ("image.download.mid:enospc", "image.stage.mid:enospc", "image.commit.mid:enospc",
                       "image.download.mid:emfile", "image.commit.mid:edquot"):

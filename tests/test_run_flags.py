@@ -284,7 +284,7 @@ def test_cidfile(inst, tmp_path):
     (["--ulimit", "nofile=1024:99999999"], ["bad ulimit"]),
     (["--shm-size", "0"], ["bad shm-size"]),
     (["--shm-size", "lots"], ["bad shm-size"]),
-    (["--network", "bogus"], ["bad network"]),
+    (["--network", "bogus"], ["no such network: bogus"]),
     (["--cidfile", "/nonexistent/dir/cid"], ["bad cidfile", "directory"]),
 ])
 def test_bad_values(inst, flags, words):

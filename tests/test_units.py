@@ -335,5 +335,6 @@ def test_fill_takes_values_only_and_refuses_what_it_cannot_fill(tmp_path, monkey
     with pytest.raises(ValueError):
         templating.fill("l.j2", a=1, b=2)
     monkeypatch.undo()
-    text = templating.fill("nftables.j2", table="t", bridge="b", subnet="10.0.0.0/24", marker="m", veth_prefix="dv")
+    text = templating.fill("nftables.j2", table="t", bridge="b", subnet="10.0.0.0/24", marker="m", veth_prefix="dv",
+                          others='{ "dn12*" }')
     assert "{{" not in text and "{%" not in text and 'comment "diy:owner:m"' in text

@@ -51,6 +51,7 @@ def dispatch(argv: list[str]) -> int:
     if argv[0] in GROUPS and argv[1:2] in (["-h"], ["--help"]):
         print(group_help(argv[0]))
         return 0
+    argv = compose_options(argv)
     layout, command, rest = find_layout(argv)
     if layout is None and "." in command:
         layout = dotted_layout(command)
@@ -67,6 +68,29 @@ def dispatch(argv: list[str]) -> int:
     if td is None:
         raise UsageError(f"'{command}' is not available in this version")
     return Command(command, layout, td).run(rest)
+
+
+COMPOSE_FLAGS = {"-f": "--file", "--file": "--file", "-p": "--project-name", "--project-name": "--project-name"}
+
+
+def compose_options(argv: list[str]) -> list[str]:
+    """`compose -f F -p P up ...`: Compose's options come before its command; every compose task
+    takes them, so they move behind it (`compose up --file F --project-name P ...`)."""
+    if argv[:1] != ["compose"]:
+        return argv
+    moved, rest = [], argv[1:]
+    while rest and rest[0].startswith("-") and rest[0] not in ("-h", "--help"):
+        flag, _, value = rest[0].partition("=")
+        name = COMPOSE_FLAGS.get(flag)
+        if name is None:
+            raise UsageError(f"unknown compose flag: {flag} (compose takes -f FILE and -p NAME before its command)")
+        if not value:
+            if len(rest) < 2:
+                raise UsageError(f"compose {flag} needs a value")
+            value, rest = rest[1], rest[1:]
+        moved += [name, value]
+        rest = rest[1:]
+    return ["compose", *rest[:1], *moved, *rest[1:]]
 
 
 def global_options(argv: list[str]) -> tuple[bool, bool, list[str]]:
@@ -248,7 +272,7 @@ class Command:
 
     def call(self, kwargs: dict, words: list[str]) -> int:
         fixed, many = self.bind(words)
-        if "command..." in self.layout.positional:
+        if "command..." in self.layout.positional or "words..." in self.layout.positional:
             cli.set_command(many)
             return invoke(self.td, {**kwargs, **fixed})
         if not many:

@@ -24,12 +24,18 @@ def status(names: Names, record: dict) -> dict:
     if not running and last.get("restarting"):
         name = "restarting"
     code = last.get("exit_code")
-    return {"Status": name, "Running": running, "Paused": False, "Restarting": name == "restarting",
+    shape = {"Status": name, "Running": running, "Paused": False, "Restarting": name == "restarting",
             "OOMKilled": bool(last.get("oom_killed")), "Dead": False,
             "Pid": here.get("pid") or 0, "ExitCode": 0 if code is None or running else code,
             "Error": "", "StartedAt": last.get("started_at") or "0001-01-01T00:00:00Z",
             "FinishedAt": (last.get("finished_at") if not running else None) or "0001-01-01T00:00:00Z",
             "RestartCount": int(last.get("restart_count") or 0)}  # also top-level, where Docker has it
+    from steps.runtime.health import current, docker_state
+
+    health = current(names, here) if running else None
+    if health:  # only while a check runs, as Docker's (an older record has none)
+        shape["Health"] = docker_state(health)
+    return shape
 
 
 def merged_env(record: dict, image: dict) -> list[str]:
@@ -65,7 +71,19 @@ def configuration(record: dict, image: dict) -> tuple[dict, list[str]]:
             "Volumes": None, "WorkingDir": record.get("workdir") or image.get("WorkingDir") or "",
             "Entrypoint": entry or None, "OnBuild": None,
             "Labels": {**(image.get("Labels") or {}), **(record.get("labels") or {})},
-            "StopSignal": record.get("stop_signal") or image.get("StopSignal") or "SIGTERM"}, argv
+            "StopSignal": record.get("stop_signal") or image.get("StopSignal") or "SIGTERM",
+            **healthcheck(record, image)}, argv
+
+
+def healthcheck(record: dict, image: dict) -> dict:
+    """Config.Healthcheck: the flags merged with the image's, as Docker's daemon stores it."""
+    from steps.runtime.health import docker_form, effective
+
+    given = record.get("healthcheck")
+    if given and given.get("test") == ["NONE"]:
+        return {"Healthcheck": {"Test": ["NONE"]}}
+    check = effective(given, image.get("Healthcheck"))
+    return {"Healthcheck": docker_form(check)} if check else {}
 
 
 def host_config(record: dict) -> dict:
@@ -95,23 +113,31 @@ def host_config(record: dict) -> dict:
 
 
 def network_settings(names: Names, record: dict, running: bool) -> dict:
-    ip = (record.get("last") or {}).get("ip") if running and record.get("network", "bridge") == "bridge" else None
+    """The primary network's address at the top (as Docker's), and one entry per network joined."""
+    from steps.network import joined, mac_of
+    from steps.networks import variant
+
+    last = record.get("last") or {}
+    ips = (last.get("ips") or {}) if running else {}
     ports: dict = {}
     if running:
         ports = {port_key(p): [{"HostIp": p["host_ip"], "HostPort": str(p["host_port"])}]
                  for p in record.get("publish") or []}
-    gateway = mac = ""
-    if ip:
-        import ipaddress
-
-        gateway = str(next(names.instance.network.hosts()))
-        mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)  # as steps.network
-    prefix = names.instance.network.prefixlen if ip else 0
+    networks = {}
+    for i, name in enumerate(joined(record)):
+        ip = (last.get("ip") if i == 0 else ips.get(name)) if running else None
+        ip = ips.get(name, ip) if running else None
+        inst = variant(names.instance, name, strict=False)
+        networks[name] = {"IPAddress": ip or "", "IPPrefixLen": inst.network.prefixlen if ip else 0,
+                          "Gateway": str(next(inst.network.hosts())) if ip else "",
+                          "MacAddress": mac_of(ip) if ip else "", "NetworkID": inst.bridge,
+                          "Aliases": record.get("aliases") or None}
     mode = record.get("network") or "bridge"
-    networks = {mode: {"IPAddress": ip or "", "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac,
-                       "NetworkID": names.instance.bridge if mode == "bridge" else mode}}
-    return {"IPAddress": ip or "", "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac, "Ports": ports,
-            "SandboxKey": names.netns if running else "",
+    if not networks:
+        networks = {mode: {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "NetworkID": mode}}
+    top = next(iter(networks.values()))
+    return {"IPAddress": top["IPAddress"], "IPPrefixLen": top["IPPrefixLen"], "Gateway": top["Gateway"],
+            "MacAddress": top["MacAddress"], "Ports": ports, "SandboxKey": names.netns if running else "",
             "Networks": networks}  # `{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}`, as scripts ask
 
 

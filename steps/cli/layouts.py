@@ -12,7 +12,8 @@ RUN_SHORT = {"d": "detach", "e": "env", "i": "interactive", "t": "tty", "p": "pu
 
 class Layout(NamedTuple):
     """How Docker lays out one command: positional parameters ("NAME..." takes several, "X?" is
-    optional, "command..." is the rest word for word), short flags, long-flag aliases."""
+    optional, "command..." is the rest word for word, "words..." the words left among the flags,
+    given to the task as command words), short flags, long-flag aliases."""
 
     task: str
     positional: tuple[str, ...] = ()
@@ -65,8 +66,24 @@ GROUPS: dict[str, dict[str, Layout]] = {
                "inspect": Layout("volume.inspect", ("name",), usage="VOLUME"),
                "rm": Layout("volume.rm", ("name...",), {"f": "force"}, echo=True, usage="[OPTIONS] VOLUME [VOLUME...]"),
                "prune": Layout("volume.prune", (), {"a": "all", "f": "force"})},
-    "network": {"inspect": Layout("network.inspect"), "prune": Layout("network.prune"),
-                "repair": Layout("network.repair")},
+    "network": {"inspect": Layout("network.inspect", ("words...",), usage="[NETWORK...]"),
+                "prune": Layout("network.prune"), "repair": Layout("network.repair"),
+                "create": Layout("network.create", ("name",), usage="[OPTIONS] NETWORK"),
+                "ls": Layout("network.ls", (), {"q": "quiet"}),
+                "rm": Layout("network.rm", ("name", "words..."), usage="NETWORK [NETWORK...]")},
+    "compose": {"up": Layout("compose.up", ("words...",), {"d": "detach", "f": "file", "p": "project_name"},
+                             usage="[OPTIONS] [SERVICE...]"),
+                "down": Layout("compose.down", (), {"v": "volumes", "f": "file", "p": "project_name"}),
+                "ps": Layout("compose.ps", (), {"f": "file", "p": "project_name"}),
+                "logs": Layout("compose.logs", ("words...",), {"f": "follow", "p": "project_name"},
+                               usage="[OPTIONS] [SERVICE...]"),
+                "exec": Layout("compose.exec", ("service", "command..."),
+                               {"d": "detach", "e": "env", "i": "interactive", "t": "tty", "u": "user",
+                                "w": "workdir", "p": "project_name"}, usage="[OPTIONS] SERVICE COMMAND [ARG...]"),
+                "stop": Layout("compose.stop", ("words...",), {"t": "time", "f": "file", "p": "project_name"}),
+                "start": Layout("compose.start", ("words...",), {"f": "file", "p": "project_name"}),
+                "restart": Layout("compose.restart", ("words...",), {"t": "time", "f": "file", "p": "project_name"}),
+                "config": Layout("compose.config", (), {"f": "file", "p": "project_name"})},
     "system": {"df": Layout("system.df", (), {"v": "verbose"}),
                "prune": Layout("system.prune", (), {"a": "all", "f": "force"})},
 }

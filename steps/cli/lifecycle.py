@@ -130,10 +130,13 @@ def precheck(ctx: Context) -> None:
         check_command(ctx)
     else:
         check_same(old, ctx)
-    if ctx.spec["network"] == "bridge":
-        from steps import network
+    from steps import network
 
-        network.check_bridge_possible(ctx.instance)
+    for name in network.joined(ctx.spec):
+        from steps.networks import variant
+
+        network.check_bridge_possible(variant(ctx.instance, name))  # "no such network: NAME" first
+    if network.joined(ctx.spec):
         network.check_ports_free(ctx.names, ctx.spec["publish"])
 
 
@@ -222,9 +225,9 @@ def start(name: str, attach: bool, out: Output) -> int:
         if pid:  # as docker start: already where it was asked to be
             reporter.message(f"container {name} is running already (pid {pid})")
             return 0
-        if ctx.spec.get("network", "bridge") == "bridge":
-            from steps import network
+        from steps import network
 
+        if network.joined(ctx.spec):
             network.check_ports_free(names, ctx.spec.get("publish") or [])
         if not out.check:
             stop_orphan(ctx)

@@ -18,14 +18,17 @@ IMAGES_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "C
 IMAGES_TABLE = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
 
 
-def docker_status(state: dict, record: dict, now: float) -> tuple[str, str]:
-    """(State, Status) as docker ps shows them: running "Up 3 seconds", "Exited (0) 2 minutes ago"."""
+def docker_status(state: dict, record: dict, now: float, health: str | None = None) -> tuple[str, str]:
+    """(State, Status) as docker ps shows them: running "Up 3 seconds", "Up 1 minute (healthy)",
+    "Up 2 seconds (health: starting)", "Exited (0) 2 minutes ago"."""
     from steps.cli.columns import human_duration, parse_time
 
     last = record.get("last") or {}
     if str(state["state"]).startswith("running"):
         started = parse_time(last.get("started_at"))
         up = "Up " + human_duration(now - started) if started else "Up"
+        if health:
+            up += f" (health: {health})" if health == "starting" else f" ({health})"
         return "running", up + (" (monitor lost)" if state["state"] != "running" else "")
     if state["state"] == "created":
         return "created", "Created"
@@ -52,8 +55,11 @@ def ps_row(names: Names, record: dict, configs: dict, no_trunc: bool, now: float
     key = record.get("image_id") or record.get("image")
     if key not in configs:
         configs[key] = image_config(record)
+    from steps.runtime.health import status as health_status
+
     state = state_of(names, record)
-    word, status = docker_status(state, record, now)
+    health = health_status(names, state)
+    word, status = docker_status(state, record, now, health)
     argv = command_argv(record, configs[key])
     command = " ".join(argv)
     if not no_trunc and len(command) > 20:
@@ -67,10 +73,10 @@ def ps_row(names: Names, record: dict, configs: dict, no_trunc: bool, now: float
             "Ports": ports_text(record, word == "running"), "Names": names.container,
             "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())), "State": word,
             "Mounts": ",".join(v.get("name") or v.get("source") or v["target"] for v in vols),
-            "Networks": record.get("network") or "bridge", "Size": "",
+            "Networks": ",".join(record.get("networks") or [record.get("network") or "bridge"]), "Size": "",
             "LocalVolumes": str(sum(1 for v in vols if v.get("type") == "volume")),
             "Label": lambda k, _labels=labels: _labels.get(k, ""),
-            "_json": {"name": names.container, "image": record.get("image"), **state,
+            "_json": {"name": names.container, "image": record.get("image"), **state, "health": health,
                       "created": record.get("created"), "command": argv, "id": cid}}
 
 

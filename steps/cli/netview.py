@@ -1,4 +1,4 @@
-"""network.inspect, network.prune and network.repair."""
+"""network.inspect, network.prune and network.repair; network create / ls / inspect NAME / rm."""
 from __future__ import annotations
 
 import json
@@ -65,11 +65,17 @@ def print_firewall(bridge: str, fw: dict) -> None:
 
 
 def prune() -> int:
+    """The user networks no container joins, and the default network's bridge, table and accepts
+    when no container holds a lease there."""
     from steps.veth import prune as prune_network
 
-    holders = prune_network(config.load())
+    inst = config.load()
+    removed = prune_user_networks(inst)
+    if removed:
+        print("Deleted Networks:\n" + "\n".join(removed))
+    holders = prune_network(inst)
     if holders:
-        raise DiyError(f"cannot prune the network: {len(holders)} container(s) hold leases "
+        raise DiyError(f"cannot prune the default network: {len(holders)} container(s) hold leases "
                        f"({', '.join(holders)}); stop them first")
     print("network pruned")
     return 0
@@ -83,11 +89,11 @@ def repair(out) -> int:
     from steps.state import load_record
 
     inst = config.load()
-    leases = ipam.load(inst)
+    leases = {name for held in ipam.anywhere(inst).values() for name in held}  # on any network
     if not out.check:
         print(resolver.repair(inst))
     if not leases:
-        print(f"no container holds a lease on {inst.bridge}: nothing to repair")
+        print("no container holds a lease: nothing to repair")
         return 0
     reporter = out.reporter(attached=False)
     for name in sorted(leases):
@@ -99,3 +105,113 @@ def repair(out) -> int:
                        pipeline="repair").run("repair")
     reporter.recap(inst.bridge, "network.repair")
     return 0
+
+
+# --- user-defined networks: network create / ls / inspect NAME / rm, and their prune -----------
+
+def create(name: str, subnet: str | None, labels: list[str]) -> int:
+    """docker network create: prints the new network's ID."""
+    from steps import networks
+    from steps.runflags import parse_labels
+    from steps.state import instance_lock
+
+    inst = config.load()
+    networks.check_name(name)
+    with instance_lock(inst):
+        rec = networks.create(inst, name, subnet, parse_labels(labels))
+    print(rec["id"])
+    return 0
+
+
+def network_rows(inst) -> list[dict]:
+    """The built-in networks and the user-defined ones, as `network ls` lists them."""
+    from steps import networks
+    from steps.names import sha256
+
+    rows = [{"id": sha256(f"{inst.state_root}\0{n}".encode()).hexdigest(), "name": n,
+             "driver": "null" if n == "none" else n, "subnet": inst.subnet if n == "bridge" else "",
+             "labels": {}, "created": ""} for n in ("bridge", "host", "none")]
+    rows += [{"id": r["id"], "name": r["name"], "driver": "bridge", "subnet": r["subnet"], "labels": r["labels"],
+              "created": r["created"]} for r in networks.records(inst)]
+    return rows
+
+
+def ls(quiet: bool, as_json: bool) -> int:
+    rows = network_rows(config.load())
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif quiet:
+        print("\n".join(r["id"][:12] for r in rows))
+    else:
+        print(f"{'NETWORK ID':<15}{'NAME':<30}{'DRIVER':<10}SCOPE")
+        for r in rows:
+            print(f"{r['id'][:12]:<15}{r['name']:<30}{r['driver']:<10}local")
+    return 0
+
+
+def docker_view(inst, name: str) -> dict:
+    """A network as `docker network inspect` shows it: IPAM, containers with their addresses."""
+    from steps import networks
+    from steps.names import Names
+    from steps.state import load_record
+
+    rec = networks.record(inst, name) if name not in networks.BUILTIN else None
+    if rec is None and name not in networks.BUILTIN:
+        raise DiyError(f"no such network: {name}")
+    row = next(r for r in network_rows(inst) if r["name"] == name)
+    leases = ipam.load(networks.variant(inst, name)) if name not in ("host", "none") else {}
+    containers = {}
+    for container, ip in sorted(leases.items()):
+        record = load_record(Names(inst, container)) or {}
+        containers[record.get("id") or container] = {
+            "Name": container, "IPv4Address": f"{ip}/{networks.variant(inst, name).network.prefixlen}",
+            "MacAddress": net.mac_of(ip), "Aliases": ipam.aliases(networks.variant(inst, name)).get(container, [])}
+    subnet = rec["subnet"] if rec else (inst.subnet if name == "bridge" else "")
+    ipam_config = [{"Subnet": subnet, "Gateway": rec["gateway"] if rec else net.gateway(inst)}] if subnet else []
+    return {"Name": name, "Id": row["id"], "Created": row["created"], "Scope": "local", "Driver": row["driver"],
+            "EnableIPv6": False, "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_config},
+            "Internal": False, "Attachable": False, "Containers": containers,
+            "Options": {"com.docker.network.bridge.name": rec["bridge"] if rec else inst.bridge}
+            if name not in ("host", "none") else {},
+            "Labels": row["labels"]}
+
+
+def inspect_named(names: list[str]) -> int:
+    inst = config.load()
+    print(json.dumps([docker_view(inst, n) for n in names], indent=4))
+    return 0
+
+
+def rm(names: list[str]) -> int:
+    """docker network rm: each network no container joins; prints each name removed."""
+    from steps import networks
+    from steps.state import instance_lock
+
+    inst = config.load()
+    failed = None
+    for name in names:
+        try:
+            if name in networks.BUILTIN:
+                raise DiyError(f"{name} is a pre-defined network and cannot be removed")
+            with instance_lock(inst):
+                networks.remove(inst, name)
+            print(name)
+        except DiyError as e:
+            failed = failed or e
+    if failed:
+        raise failed
+    return 0
+
+
+def prune_user_networks(inst) -> list[str]:
+    """User networks no container joins (docker network prune): their records go."""
+    from steps import networks
+    from steps.state import instance_lock
+
+    removed = []
+    with instance_lock(inst):
+        for name in networks.names(inst):
+            if not networks.users(inst, name):
+                networks.remove(inst, name)
+                removed.append(name)
+    return removed

@@ -51,6 +51,7 @@ class Monitor:
         self.began = time.monotonic()
         self.shim = False  # a detached monitor: wait() hands the running container to the shim
         self.backoff = None  # the restart policy's back-off (steps/runtime/restart.py), kept across execs
+        self.health = None  # the health check that runs (steps/runtime/health.py), settled at each start
 
     def spawn(self) -> int:
         """Start the init; returns its pid once it has exec'd the command."""
@@ -88,6 +89,7 @@ class Monitor:
         self.init_start = process_start(self.init_pid) or 0
         self.stdio.receive_terminal()
         self.record_runtime()
+        self.health = self.begin_health()
         faults.point("launch.apply.mid")
         self.install_handlers()  # from "go" on, a Ctrl-C is the container's, not the pipeline's
         try:
@@ -102,6 +104,10 @@ class Monitor:
             self.stdio.abandon()
             os.waitpid(self.init_pid, 0)
             remove_file(self.ctx.names.runtime_state)
+            if self.health:
+                from steps.runtime.health import clear
+
+                clear(self.ctx.names)
             raise self.failure(error)
         update_record(self.ctx.names, started_at=now_iso(), finished_at=None, exit_code=None,
                       oom_killed=False, pid=self.init_pid)
@@ -112,6 +118,32 @@ class Monitor:
         if not code.isdigit():
             return StepFailed("cannot start the container: its setup died without a word", EXIT_DIY_FAILED)
         return StepFailed(message, int(code))
+
+    def begin_health(self) -> dict | None:
+        """The health check of this run, recorded as "starting" before the command runs (so `ps`
+        never shows a running container without it); none when neither the flags nor the image
+        have one. A state that cannot be written leaves the container without checks."""
+        from steps.runtime.health import begin
+
+        try:
+            return begin(self.ctx, self.init_pid, self.init_start)
+        except OSError as e:
+            print(f"monitor: no health checks for {self.ctx.names.container}: {e}", file=sys.stderr, flush=True)
+            return None
+
+    def prober(self):
+        """The foreground's timing of the health checks: the shim's own (steps/runtime/shim.py)."""
+        if not self.health:
+            return None
+        from steps.runtime.shim import Prober
+
+        return Prober(self.probe_argv(), self.health["interval"], self.health["timeout"],
+                      self.ctx.names.monitor_log)
+
+    def probe_argv(self) -> list[str]:
+        from steps.runtime.health import PROBE
+
+        return [sys.executable, "-c", PROBE, package_root(), f"name={self.ctx.names.container}"]
 
     def record_runtime(self) -> None:
         me = os.getpid()
@@ -150,7 +182,7 @@ class Monitor:
         if self.shim:
             self.exec_shim()
         try:
-            self.stdio.relay(self.init_pid)
+            self.stdio.relay(self.init_pid, self.prober())
             # waited for unreaped first: a signal forwarded until then reaches the init or its
             # zombie, never a process that took its pid after the reaping
             os.waitid(os.P_PID, self.init_pid, os.WEXITED | os.WNOWAIT)
@@ -175,8 +207,7 @@ class Monitor:
             os.set_inheritable(fd, True)
         log = stdio.log
         log.close()
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        back = [sys.executable, "-c", RESUME, root, f"name={self.ctx.names.container}",
+        back = [sys.executable, "-c", RESUME, package_root(), f"name={self.ctx.names.container}",
                 f"init={self.init_pid}:{self.init_start}", f"oom_base={self.oom_base}",
                 f"began={self.began!r}", f"backoff={self.backoff.delay if self.backoff else 0.0!r}"]
         argv = [sys.executable, "-I", "-S", shim_program(self.ctx.instance.run_root),
@@ -186,7 +217,12 @@ class Monitor:
                 "tee=" + ",".join(f"{fd}:{stream}" for fd, stream in stdio.streams.items()),
                 "listeners=" + ",".join(map(str, stdio.listeners)),
                 "to_container=" + ",".join(map(str, stdio.to_container)),
-                f"socket={stdio.socket_path if stdio.listeners else ''}", "--", *back]
+                f"socket={stdio.socket_path if stdio.listeners else ''}"]
+        if self.health:  # the shim spawns each probe (the argv after --probe) at its due time
+            argv += [f"health={self.health['interval']!r}:{self.health['timeout']!r}",
+                     f"probe_log={self.ctx.names.monitor_log}"]
+            back += ["--probe", *self.probe_argv()]
+        argv += ["--", *back]
         sys.stdout.flush()
         sys.stderr.flush()
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
@@ -255,6 +291,11 @@ class Monitor:
             return counter(self.ctx.names.cgroup_path) > self.oom_base
         except OSError:
             return False
+
+
+def package_root() -> str:
+    """The directory that holds the steps package (first on sys.path for the tool's own execs)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def shim_program(run_root: str) -> str:

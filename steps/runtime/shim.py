@@ -4,7 +4,8 @@ A detached monitor launches the init with the whole tool, then execve()s this fi
 interpreter (`python -I -S shim.py ...`: no site, no package, only builtin modules - about 3 MiB
 of anonymous memory instead of some 25) that keeps the monitor's pid, its children and the fds
 it was handed. It relays the container's output into the log (rotating it), serves the attach
-socket, forwards signals to the init, reaps it, then execve()s the whole tool again with the
+socket, forwards signals to the init, spawns the health checks' probes when they are due (each a
+short-lived process of the whole tool, Prober), reaps it, then execve()s the whole tool again with the
 exit code to record it, run the clean-up and the restart policy (steps/runtime/monitor.py,
 resume). Everything comes in argv, KEY=VALUE words (see main), then `--` and the argv to exec
 after the exit, to which CODE=N is appended; the fds named there are open and inheritable.
@@ -167,23 +168,29 @@ class Relay:
             if dst > 2:  # never a caller's own fds: their file descriptions are shared with its shell
                 posix.set_blocking(dst, False)
 
-    def run(self, pidfd: int) -> None:
+    def run(self, pidfd: int, prober=None) -> None:
         import select
 
+        probes = list if prober is None else prober.fds  # () -> the running probe's pidfd, if any
         while True:
             readers = [s for s, d in self.pairs.items() if d is None or len(self.pending[d]) < CHUNK]
             writers = [d for d, data in self.pending.items() if data]
             try:
-                r, w, _ = select.select(readers + [pidfd], writers, [])
+                r, w, _ = select.select(readers + [pidfd] + probes(), writers, [],
+                                        None if prober is None else prober.wait())
             except InterruptedError:
                 continue
             for dst in w:
                 self.flush(dst)
             for src in r:
-                if src != pidfd:
+                if src in self.pairs or src in self.listeners:
                     self.pump(src)
             if pidfd in r:
                 break
+            if prober is not None:
+                prober.tick(r)
+        if prober is not None:  # before anything else: no probe may record a result once the init ended
+            prober.stop()
         self.drain()
 
     def drain(self) -> None:
@@ -264,6 +271,78 @@ class Relay:
         self.pending[dst] = data[sent:]
 
 
+# --- health checks ----------------------------------------------------------------
+
+class Prober:
+    """The timing of the health checks (steps/runtime/health.py): every interval after the last
+    one ended, a short-lived process of the whole tool (argv) runs one probe inside the container
+    and records its result; here only spawning and reaping it, so the shim stays small. One at
+    a time; the probe kills its own command past the timeout, and is itself killed when it
+    overruns that by GRACE (a drain of 2 s included). Its output goes to the monitor's log."""
+
+    GRACE = 5.0
+
+    def __init__(self, argv: list, interval: float, timeout: float, log_path: str):
+        self.argv, self.interval, self.limit, self.log_path = argv, interval, timeout + self.GRACE, log_path
+        self.due = time.monotonic() + interval  # Docker's first probe: one interval after the start
+        self.pid = self.pidfd = None
+        self.started = 0.0
+
+    def fds(self) -> list:
+        return [] if self.pidfd is None else [self.pidfd]
+
+    def wait(self) -> float:
+        """Seconds until there is something to do: the next probe, or killing one that overran."""
+        until = self.due if self.pid is None else self.started + self.limit
+        return max(0.0, until - time.monotonic())
+
+    def tick(self, readable) -> None:
+        now = time.monotonic()
+        if self.pidfd is not None and self.pidfd in readable:
+            self.reap()
+            self.due = time.monotonic() + self.interval
+        elif self.pid is not None and now >= self.started + self.limit:
+            self.kill()  # reaped when its pidfd turns readable
+            self.started = now  # and not killed again at every turn
+        if self.pid is None and now >= self.due:
+            self.spawn()
+
+    def spawn(self) -> None:
+        actions = [(posix.POSIX_SPAWN_OPEN, 0, "/dev/null", posix.O_RDONLY, 0),
+                   (posix.POSIX_SPAWN_OPEN, 1, self.log_path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT, 0o640),
+                   (posix.POSIX_SPAWN_DUP2, 1, 2)]
+        try:
+            # A session of its own: a Ctrl-C at the foreground monitor's terminal is the container's,
+            # never the probe's. SIGPIPE back to its default: python ignores it.
+            pid = posix.posix_spawn(self.argv[0], self.argv, posix.environ, file_actions=actions,
+                                    setsid=True, setsigmask=(), setsigdef=(13,))
+            self.pidfd = posix.pidfd_open(pid)
+        except OSError as e:
+            complain(f"diy-docker: cannot run the health check: {e}")
+            self.due = time.monotonic() + self.interval
+            return
+        self.pid, self.started = pid, time.monotonic()
+
+    def kill(self) -> None:
+        try:
+            posix.kill(self.pid, SIGKILL)
+        except OSError:
+            pass
+
+    def reap(self) -> None:
+        try:
+            posix.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        posix.close(self.pidfd)
+        self.pid = self.pidfd = None
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            self.kill()
+            self.reap()
+
+
 # --- the monitor's body ------------------------------------------------------------
 
 def catches(pid: int, signo: int) -> bool:
@@ -300,6 +379,12 @@ def main(argv: list) -> None:
     split = argv.index("--")
     opts = dict(word.split("=", 1) for word in argv[:split])
     back = argv[split + 1:]
+    prober = None
+    if "--probe" in back:  # the health check's process: the words after it
+        at = back.index("--probe")
+        interval, timeout = opts["health"].split(":")
+        prober = Prober(back[at + 1:], float(interval), float(timeout), opts["probe_log"])
+        back = back[:at]
     init = int(opts["init"])
     interrupts = 0
 
@@ -336,7 +421,7 @@ def main(argv: list) -> None:
         posix.set_inheritable(fd, False)  # never into the clean-up's process
     pidfd = posix.pidfd_open(init)
     try:
-        Relay(pairs, set(fds(opts["to_container"])), tee, log, set(fds(opts["listeners"]))).run(pidfd)
+        Relay(pairs, set(fds(opts["to_container"])), tee, log, set(fds(opts["listeners"]))).run(pidfd, prober)
     finally:
         posix.close(pidfd)
     for fd in relayed:

@@ -103,8 +103,9 @@ class Stdio:
                     terminal.copy_window_size(0, self.master)
         self.console[0].close()
 
-    def relay(self, init_pid: int) -> None:
-        """Copy bytes until the init has exited; the caller's terminal raw meanwhile (tty)."""
+    def relay(self, init_pid: int, prober=None) -> None:
+        """Copy bytes until the init has exited; the caller's terminal raw meanwhile (tty). prober:
+        the health checks' timing (shim.Prober), run from the same loop."""
         if not self.pairs:
             return
         from steps.runtime import terminal
@@ -115,7 +116,7 @@ class Stdio:
                 previous = terminal.forward_window_changes(0, self.master)
             try:
                 terminal.Relay(self.pairs, self.to_container, self.streams, self.log,
-                               self.listeners).run(init_pid)
+                               self.listeners).run(init_pid, prober)
             finally:
                 if previous is not None:
                     signal.signal(signal.SIGWINCH, previous)

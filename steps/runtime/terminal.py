@@ -94,10 +94,10 @@ class Relay(shim.Relay):
     """The foreground monitor's relay: the detached shim's own (steps/runtime/shim.py), run on
     the init's pid; the `attach` connections are closed when it ends."""
 
-    def run(self, init_pid: int) -> None:
+    def run(self, init_pid: int, prober=None) -> None:
         pidfd = os.pidfd_open(init_pid)
         try:
-            super().run(pidfd)
+            super().run(pidfd, prober)
         finally:
             os.close(pidfd)
             for fd in self.clients:
