@@ -350,7 +350,8 @@ def prune(instance) -> list[str]:
         if leases:
             return sorted(leases)
         ipam.save(instance, {})
-        resolver.stop(instance)
+        if not ipam.anywhere(instance):  # the resolver serves every network's containers
+            resolver.stop(instance)
         with nl.iproute() as ipr:
             remove_shared(ipr, instance)
     return []

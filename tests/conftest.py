@@ -125,8 +125,12 @@ def force_clean(inst: Instance) -> None:
         subprocess.run(["umount", "-l", mp], capture_output=True)
     subprocess.run(["nft", "delete", "table", "ip", inst.nft_table], capture_output=True)
     subprocess.run(["nft", "delete", "table", "bridge", inst.nft_table], capture_output=True)
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.split("\n")
+    for family, table in (line.split()[1:3] for line in tables if line.startswith("table ")):
+        if table.startswith(f"{inst.nft_table}_n"):  # its user networks'
+            subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
     for link in os.listdir("/sys/class/net"):
-        if link == inst.bridge or link.startswith(inst.veth_prefix()):
+        if link == inst.bridge or link.startswith((inst.veth_prefix(), inst.bridge_prefix())):
             subprocess.run(["ip", "link", "del", link], capture_output=True)
 
 

@@ -303,3 +303,193 @@ def test_a_record_whose_own_objects_are_gone_is_said_and_left_to_the_user(inst):
     finally:
         inst.cli("rm", "lost", check=True)
     assert doctor(inst)[0] == 0
+
+
+# --- user-defined networks (steps/networks.py) --------------------------------------------------
+
+def network_variant(inst, name: str, **override):
+    from steps import networks
+
+    return networks.variant(instance_config(inst, **override), name, strict=False)
+
+
+def links_with(prefix: str) -> list[str]:
+    return sorted(x for x in os.listdir("/sys/class/net") if x.startswith(prefix))
+
+
+def table_exists(family: str, table: str) -> bool:
+    return subprocess.run(["nft", "list", "table", family, table], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("point", ["nat.apply.mid", "launch.apply.after"])
+def test_orphans_of_a_killed_run_on_a_user_network_are_found_and_fixed(inst, point):
+    from steps.names import veth_prefix
+
+    inst.cli("network.create", "n1", check=True)
+    n1 = network_variant(inst, "n1")
+    inst.cli("run", "--name", "keep", "--detach", "--network", "n1", "--", "/bin/sleep", "1000", check=True)
+    try:
+        killed = inst.cli("run", "--name", "k", "--detach", "--network", "n1", "--", "/bin/sleep", "1000",
+                          fault=f"{point}:kill")
+        assert killed.returncode in (-signal.SIGKILL, 137), killed.stderr
+        os.unlink(os.path.join(inst.state_root, "containers", "k", "info.json"))
+        code, report = doctor(inst)
+        assert code == 1
+        assert {f["owner"] for f in report["found"]} == {"k"}  # keep's, its network's, the resolver: its own
+        assert KILLED[point] <= kinds(report), report["found"]
+        veths = [f["where"] for f in report["found"] if f["what"] == "host veth"]
+        assert len(veths) == 1 and veths[0].startswith(veth_prefix(n1)), veths  # its end on n1: dw...
+        assert any(f["where"].endswith(" on n1 of k in leases.json") for f in report["found"])
+        code, fixed = doctor(inst, "--fix")
+        assert code == 0 and fixed["left"] == [], fixed
+        assert inst.containers() == ["keep"] and cgroup_dirs(inst.cgroup_parent, "k") == []
+        assert not link_exists(veths[0]) and len(links_with(veth_prefix(n1))) == 1  # keep's end stays
+        assert link_exists(n1.bridge) and table_exists("ip", n1.nft_table)  # keep still holds a lease on n1
+        assert json.loads(inst.cli("ps", "--json", check=True).stdout)[0]["state"] == "running"
+        assert doctor(inst) == (0, {"found": [], "fixed": [], "left": None})
+    finally:
+        inst.cli("rm", "keep", "--force", check=True)
+        inst.cli("system.doctor", "--fix")  # k's objects on n1 (teardown k undoes the default network only)
+        inst.cli("teardown", "k")
+        drop_network_by_hand(n1)
+        inst.cli("network.rm", "n1", check=True)
+    assert not link_exists(n1.bridge) and not table_exists("ip", n1.nft_table)
+
+
+def drop_network_by_hand(v) -> None:
+    """After a failed test: a user network's bridge and tables, whatever is left of them."""
+    subprocess.run(["ip", "link", "del", v.bridge], capture_output=True)
+    for fam in ("ip", "bridge"):
+        subprocess.run(["nft", "delete", "table", fam, v.nft_table], capture_output=True)
+
+
+def test_a_killed_last_container_takes_its_user_network_with_it(inst):
+    """The last container of a network, killed and its record deleted: its rm pipeline undoes its
+    veth on the network, and with it (its last lease) the network's bridge, tables and leases;
+    the network's record stays, as Docker keeps a network without containers."""
+    inst.cli("network.create", "n1", check=True)
+    n1 = network_variant(inst, "n1")
+    try:
+        killed = inst.cli("run", "--name", "x", "--detach", "--network", "n1", "--", "/bin/sleep", "1000",
+                          fault="launch.apply.after:kill")
+        assert killed.returncode in (-signal.SIGKILL, 137), killed.stderr
+        os.unlink(os.path.join(inst.state_root, "containers", "x", "info.json"))
+        assert link_exists(n1.bridge) and table_exists("bridge", n1.nft_table)
+        code, fixed = doctor(inst, "--fix")
+        assert code == 0 and fixed["left"] == [], fixed
+        assert {o["target"] for o in fixed["fixed"]} == {"x"}
+        assert not link_exists(n1.bridge) and links_with(n1.bridge[:6]) == []
+        assert not table_exists("ip", n1.nft_table) and not table_exists("bridge", n1.nft_table)
+        assert not os.path.exists(os.path.join(inst.run_root, "networks", "n1"))
+        assert os.path.exists(os.path.join(inst.state_root, "networks", "n1.json"))  # a network, not a leftover
+        assert doctor(inst) == (0, {"found": [], "fixed": [], "left": None})
+        inst.cli("run", "--rm", "--network", "n1", "--", "/bin/true", check=True)  # and it works again
+    finally:
+        inst.cli("system.doctor", "--fix")
+        inst.cli("teardown", "x")
+        drop_network_by_hand(n1)
+        inst.cli("network.rm", "n1", check=True)
+
+
+def user_network_by_hand(inst, name: str) -> None:
+    """What a user network holds while a container is attached, and no container holding a lease:
+    its bridge (our ifalias), its tables in both families (our owner rule), an empty leases file."""
+    from steps import nat
+    from steps import network as net
+
+    v = network_variant(inst, name)
+    subprocess.run(["ip", "link", "add", v.bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "link", "set", v.bridge, "alias", net.marker(v)], check=True)
+    owned_table(v.nft_table, nat.table_marker(v))
+    d = os.path.join(inst.run_root, "networks", name)
+    os.makedirs(d)
+    with open(os.path.join(d, "leases.json"), "w") as f:
+        json.dump({"leases": {}, "aliases": {}}, f)
+
+
+def owned_table(table: str, owner: str) -> None:
+    nft(*(f"add table {fam} {table}\nadd chain {fam} {table} owner\n"
+          f'add rule {fam} {table} owner counter comment "diy:owner:{owner}"' for fam in ("ip", "bridge")))
+
+
+def test_a_user_network_left_without_containers_is_found_and_fixed(inst):
+    """n1 (its record kept), n2 (its record gone: known by its bridge's ifalias and leases dir),
+    and a table of ours by its owner mark and name pattern alone: each found, each removed as its
+    last container's veth undo removes it; n1's record stays."""
+    from steps import firewall, nat
+
+    inst.cli("network.create", "n1", check=True)
+    inst.cli("network.create", "n2", check=True)
+    n1, n2 = network_variant(inst, "n1"), network_variant(inst, "n2")
+    inst.cli("network.rm", "n2", check=True)
+    lone = f"{inst.nft_table}_n0fade0aa"
+    fw = f"diyfw_{inst.id}"
+    try:
+        user_network_by_hand(inst, "n1")
+        user_network_by_hand(inst, "n2")
+        owned_table(lone, nat.table_marker(n1))
+        firewall_table(fw, f"{firewall.prefix(n1)}out")
+        code, report = doctor(inst)
+        assert code == 1
+        wheres = {(f["what"], f["where"]) for f in report["found"]}
+        for v in (n1, n2):
+            assert {("bridge", v.bridge), ("nft table", f"ip {v.nft_table}"), ("nft table", f"bridge {v.nft_table}"),
+                    ("file", os.path.join(inst.run_root, "networks", v.network_name, "leases.json"))} <= wheres
+        assert {("nft table", f"ip {lone}"), ("nft table", f"bridge {lone}")} <= wheres
+        assert "firewall rule" in kinds(report)
+        assert all(f["fix"] and not f["owner"] for f in report["found"])
+        assert not any("n1.json" in f["where"] for f in report["found"])  # a record alone is no orphan
+        code, fixed = doctor(inst, "--fix")
+        assert code == 0 and fixed["left"] == [], fixed
+        for v in (n1, n2):
+            assert not link_exists(v.bridge)
+            assert not table_exists("ip", v.nft_table) and not table_exists("bridge", v.nft_table)
+        assert not table_exists("ip", lone) and not table_exists("bridge", lone)
+        assert not os.path.exists(os.path.join(inst.run_root, "networks"))
+        assert "diy-fw:" not in subprocess.run(["nft", "list", "table", "ip", fw], capture_output=True,
+                                               text=True).stdout
+        assert os.path.exists(os.path.join(inst.state_root, "networks", "n1.json"))
+        assert doctor(inst) == (0, {"found": [], "fixed": [], "left": None})
+    finally:
+        subprocess.run(["nft", "delete", "table", "ip", fw], capture_output=True)
+        for fam in ("ip", "bridge"):
+            subprocess.run(["nft", "delete", "table", fam, lone], capture_output=True)
+        for v in (n1, n2):
+            drop_network_by_hand(v)
+        inst.cli("network.rm", "n1", check=True)
+
+
+def test_foreign_look_alikes_of_user_networks_are_left_alone(inst):
+    """A record alone (no container, nothing on the host) is no orphan; a 'dn' bridge of another
+    instance's prefix (with that instance's ifalias), one of our prefix without our ifalias, a
+    table named as ours without our owner rule or with another's, a 'dw' veth of another
+    instance's network: none is ours, none is touched."""
+    from steps import nat
+    from steps import network as net
+    from steps.names import bridge_prefix, veth_prefix
+
+    inst.cli("network.create", "n1", check=True)
+    other = network_variant(inst, "n1", DIY_DOCKER_STATE_ROOT=inst.state_root + "-other")
+    ours = network_variant(inst, "n1")
+    bridges = {other.bridge: net.marker(other), ours.bridge: "", bridge_prefix(ours) + "0fade0bb": "diy-docker x"}
+    tables = [f"{inst.nft_table}_n0fade0cc", f"{inst.nft_table}_n0fade0dd"]
+    veth = veth_prefix(other) + "0fade01"
+    try:
+        for br, alias in bridges.items():
+            subprocess.run(["ip", "link", "add", br, "type", "bridge"], check=True)
+            if alias:
+                subprocess.run(["ip", "link", "set", br, "alias", alias], check=True)
+        nft(f"add table ip {tables[0]}")
+        owned_table(tables[1], nat.table_marker(other))
+        subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", veth[:-1] + "2"], check=True)
+        assert doctor(inst) == (0, {"found": [], "fixed": [], "left": None})
+        assert doctor(inst, "--fix")[0] == 0
+        assert all(link_exists(br) for br in bridges) and link_exists(veth)
+        assert table_exists("ip", tables[0]) and table_exists("ip", tables[1]) and table_exists("bridge", tables[1])
+    finally:
+        for table in tables:
+            for fam in ("ip", "bridge"):
+                subprocess.run(["nft", "delete", "table", fam, table], capture_output=True)
+        for link in [*bridges, veth]:
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+        inst.cli("network.rm", "n1", check=True)

@@ -293,13 +293,22 @@ def rm(name: str, force: bool, out: Output, volumes: bool = False) -> int:
     return 0
 
 
+def leftover_spec(names: Names) -> dict:
+    """What teardown of a name without a record undoes: the default network, and every user
+    network the name still holds a lease on (a run killed before its record... or after rm)."""
+    from steps import ipam
+
+    held = [net or "bridge" for net, leases in ipam.anywhere(names.instance).items() if names.container in leases]
+    return {"name": names.container, "networks": sorted(set(held) | {"bridge"}, key=lambda n: n != "bridge")}
+
+
 def teardown(name: str, out: Output) -> int:
     """Roll everything back, whatever state the container is in; needs no record."""
     names = names_for(name)
     if not out.check:
         user_stops(names, removing=True)
     with settled(names, out.check):
-        monitor = remove(name, out, load_record(names), "teardown")
+        monitor = remove(name, out, load_record(names) or leftover_spec(names), "teardown")
     if not out.check:
         wait_for_monitor(monitor)
     return 0

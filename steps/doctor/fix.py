@@ -9,8 +9,8 @@ import time
 
 from steps import DiyError, ipam
 from steps.doctor import Finding, Outcome
-from steps.doctor.objects import monitors, raw_leases, records
-from steps.doctor.scan import half_made_bridge, scan, volume_findings
+from steps.doctor.objects import container_objects, monitors, raw_leases, records, user_networks
+from steps.doctor.scan import half_made_bridge, idle_networks, scan, volume_findings
 from steps.names import Names, veth_prefix
 
 
@@ -22,13 +22,17 @@ def fix(instance, reporter) -> list[Outcome]:
         owners = sorted({f.owner for f in scan(instance) if f.owner and f.fix})
         if not owners:
             break
-        outcomes += [fix_container(instance, name, reporter) for name in owners]
+        per, _ = container_objects(instance)
+        outcomes += [fix_container(instance, name, reporter, sorted(per[name].networks) if name in per else [])
+                     for name in owners]
     return outcomes + fix_shared(instance, scan(instance))
 
 
-def fix_container(instance, name: str, reporter) -> Outcome:
-    """A name without a record: the rm pipeline, as `teardown NAME`; a record not running whose
-    objects are left: the stop pipeline, and the record says it stopped, as `stop` writes it."""
+def fix_container(instance, name: str, reporter, networks: list[str] = ()) -> Outcome:
+    """A name without a record: the rm pipeline, as `teardown NAME`, on the default network and
+    the user networks it left something on (networks: its spec is gone, so the objects tell);
+    a record not running whose objects are left: the stop pipeline, and the record says it
+    stopped, as `stop` writes it."""
     from steps.launch import runtime_facts
     from steps.pipeline import Context, Engine
     from steps.state import container_lock, load_record, now_iso, update_record
@@ -41,8 +45,8 @@ def fix_container(instance, name: str, reporter) -> Outcome:
         if record is not None and (init_alive or monitor_alive):
             return Outcome(name, "", "it runs: stop it first")
         pipeline = "stop" if record is not None else "rm"
-        Engine(Context(instance, names, record or {"name": name}, attach=False), reporter,
-               pipeline="doctor").run(pipeline)
+        spec = record or {"name": name, **({"networks": ["bridge", *networks]} if networks else {})}
+        Engine(Context(instance, names, spec, attach=False), reporter, pipeline="doctor").run(pipeline)
         last = (record or {}).get("last") or {}
         if record is not None and (rt is not None or last.get("started_at")) and not last.get("finished_at"):
             update_record(names, finished_at=now_iso(), exit_code=None)  # as `stop` does: nobody else will
@@ -76,12 +80,13 @@ def drop_stale_lease(instance, name: str) -> None:
     file while others hold leases: write the file again as ipam reconciles it."""
     from steps.state import instance_lock
 
-    if name not in raw_leases(instance):
-        return
-    with instance_lock(instance):
-        live = ipam.load(instance)
-        if name not in live:
-            ipam.save(instance, live)
+    for inst in [instance, *user_networks(instance).values()]:
+        if name not in raw_leases(inst):
+            continue
+        with instance_lock(instance):
+            live = ipam.load(inst)
+            if name not in live:
+                ipam.save(inst, live)
 
 
 def fix_shared(instance, found: list[Finding]) -> list[Outcome]:
@@ -89,6 +94,11 @@ def fix_shared(instance, found: list[Finding]) -> list[Outcome]:
     todo = [f for f in found if not f.owner and f.fix]
     if any(f.fix == "network prune" for f in todo):
         out.append(attempt("network", "network prune's removal", prune_network, instance))
+    if any(f.fix.startswith("remove network ") for f in todo):
+        for name, inst in sorted(idle_networks(instance).items()):
+            label = f"network {name}" if not name.startswith("?") else f"network of table {inst.nft_table}"
+            out.append(attempt(label, "its last container's removal of its bridge and tables",
+                               remove_user_network, instance, inst))
     for f in todo:
         if f.what == "host veth" or f.fix == "delete the link":
             out.append(attempt(f.where, "deleted", delete_link, instance, f.where))
@@ -112,16 +122,46 @@ def attempt(target: str, done: str, fn, *args) -> Outcome:
 
 
 def prune_network(instance) -> None:
-    """What network.prune does, once no container holds a lease."""
-    from steps.veth import prune
+    """What network.prune (steps.veth.prune) does once no container holds a lease on the default
+    network, but the resolver - every network's - stops only once none holds one on any."""
+    from steps import netlink as nl
+    from steps import resolver
+    from steps.state import instance_lock
+    from steps.veth import remove_shared
 
-    prune(instance)
+    with instance_lock(instance):
+        if ipam.load(instance):
+            return
+        ipam.save(instance, {})
+        if not ipam.anywhere(instance):
+            resolver.stop(instance)
+        with nl.iproute() as ipr:
+            remove_shared(ipr, instance)
+
+
+def remove_user_network(instance, inst) -> None:
+    """What the veth undo of a user network's last container does (steps.veth.Wire.undo, then
+    ipam.release): its firewall accepts, tables and bridge, then its leases; under the instance
+    lock, once no container holds a lease on it. Its record stays (a network outlives its
+    containers)."""
+    from steps import netlink as nl
+    from steps.state import instance_lock
+    from steps.veth import remove_shared
+
+    with instance_lock(instance):
+        if ipam.load(inst):
+            return
+        with nl.iproute() as ipr:
+            remove_shared(ipr, inst)
+        if not inst.network_name.startswith("?"):  # a network named by its table only has no leases dir we know
+            ipam.save(inst, {})
 
 
 def delete_link(instance, link: str) -> None:
     from steps import netlink as nl
 
-    if link.startswith(veth_prefix(instance)) or any(f.where == link for f in half_made_bridge(instance)):
+    prefixes = tuple(veth_prefix(i) for i in [instance, *user_networks(instance).values()])
+    if link.startswith(prefixes) or any(f.where == link for f in half_made_bridge(instance)):
         with nl.iproute() as ipr:
             nl.tolerate(nl.GONE, ipr.link, "del", ifname=link)
 

@@ -17,8 +17,9 @@ class Objects:
     def __init__(self) -> None:
         self.mounts: list[str] = []
         self.cgroups: list[str] = []
-        self.veth = ""
-        self.lease = ""
+        self.veths: list[str] = []
+        self.leases: list[str] = []      # "IP" on the default network, "IP on NET" on a user network's
+        self.networks: set[str] = set()  # the user networks it has a veth, lease or rule on
         self.rules: set[str] = set()
         self.paths: list[str] = []       # container dir, runtime dir, lock file
         self.monitors: list[int] = []
@@ -57,15 +58,15 @@ def raw_leases(instance) -> dict[str, str]:
         return {}
 
 
-def our_tables(instance) -> dict[str, object]:
-    """Our nft tables by family. A table of our name without our owner mark is not ours, and
-    is passed over (nat.tables refuses it: a doctor only reports)."""
+def our_tables(instance, table_name: str | None = None) -> dict[str, object]:
+    """Our nft tables by family (the instance's, or table_name). A table of our name without our
+    owner mark is not ours, and is passed over (nat.tables refuses it: a doctor only reports)."""
     from steps import nat
 
     found = {}
     for family in nat.FAMILIES:
         try:
-            table = nat.read_table(instance.nft_table, family)
+            table = nat.read_table(table_name or instance.nft_table, family)
         except DiyError:
             continue
         if table is not None and table.owner == nat.table_marker(instance):
@@ -115,17 +116,22 @@ def container_objects(instance) -> tuple[dict[str, Objects], list[Finding]]:
     for entry in listing(locks, "."):
         if entry.endswith(".lock") and is_name(entry[:-5]) and entry != "instance.lock":
             of(entry[:-5]).paths.append(os.path.join(locks, entry))
-    for name, ip in raw_leases(instance).items():
-        if is_name(name):
-            of(name).lease = ip
-    for table in our_tables(instance).values():
-        for rule in table.rules:
-            name = (rule.comment.split(":") + ["", ""])[2]
-            if is_name(name) and rule.comment.startswith(nat.own_prefixes(name)):
-                of(name).rules.add(rule.comment)
+    nets = {"": instance, **user_networks(instance)}
+    for net_name, inst in nets.items():
+        on = f" on {net_name}" if net_name else ""
+        for name, ip in raw_leases(inst).items():
+            if is_name(name):
+                of(name).leases.append(f"{ip}{on}")
+                of(name).networks |= {net_name} - {""}
+        for table in our_tables(inst).values():
+            for rule in table.rules:
+                name = (rule.comment.split(":") + ["", ""])[2]
+                if is_name(name) and rule.comment.startswith(nat.own_prefixes(name)):
+                    of(name).rules.add(rule.comment + on)
+                    of(name).networks |= {net_name} - {""}
     for name, pids in monitors(instance).items():
         of(name).monitors = pids
-    return per, stray + assign_veths(instance, per)
+    return per, stray + assign_veths(nets, per)
 
 
 def container_bases(instance) -> tuple[str, str]:
@@ -166,17 +172,80 @@ def cgroup_objects(instance, of) -> list[Finding]:
     return stray
 
 
-def assign_veths(instance, per: dict[str, Objects]) -> list[Finding]:
-    """Host veths with our prefix go to the name they derive from; one of no name we know is a stray."""
-    prefix = veth_prefix(instance)
-    by_link = {Names(instance, name).host_veth: name for name in per}
+def assign_veths(nets: dict, per: dict[str, Objects]) -> list[Finding]:
+    """Host veths with the prefix of our default network or of one of our user networks go to the
+    name they derive from on it; one of no name we know is a stray."""
+    links = host_links()
     stray = []
-    for link in host_links():
-        if not link.startswith(prefix):
-            continue
-        if link in by_link:
-            per[by_link[link]].veth = link
-        else:
-            stray.append(Finding("host veth", link, f"named with this instance's prefix {prefix}, and no "
-                                 "container name of ours derives it", "", "delete the link"))
+    for net_name, inst in nets.items():
+        prefix = veth_prefix(inst)
+        by_link = {Names(inst, name).host_veth: name for name in per}
+        on = f" (network {net_name})" if net_name else ""
+        for link in (x for x in links if x.startswith(prefix)):
+            if link in by_link:
+                per[by_link[link]].veths.append(link)
+                per[by_link[link]].networks |= {net_name} - {""}
+            else:
+                stray.append(Finding("host veth", link, f"named with this instance's prefix {prefix}{on}, and no "
+                                     "container name of ours derives it", "", "delete the link"))
     return stray
+
+
+# --- user networks (steps/networks.py) --------------------------------------------------------
+
+def user_networks(instance) -> dict[str, object]:
+    """The instance as the network stages see each user network we know of, by name: a record
+    in STATE_ROOT/networks, a directory in RUN_ROOT/networks (its leases), or a bridge of our
+    prefix whose ifalias names the network (see network.marker). A network whose record is gone
+    is known by the names derived from its name (networks.variant, strict=False)."""
+    from steps import networks
+
+    known = set(networks.names(instance)) | set(listing(instance.run_root, "networks")) | set(bridge_aliases(instance))
+    found = {}
+    for name in sorted(known):
+        try:
+            networks.check_name(name)
+            found[name] = networks.variant(instance, name, strict=False)
+        except DiyError:  # a bad name, or a record that cannot be read: by the names derived from it
+            if networks._NAME.fullmatch(name) and name not in networks.BUILTIN:
+                bridge, table = networks.derived(instance, name)
+                found[name] = instance._replace(network_name=name, bridge=bridge, nft_table=table)
+    return found
+
+
+def ifalias(link: str) -> str:
+    try:
+        with open(f"/sys/class/net/{link}/ifalias") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def bridge_aliases(instance) -> dict[str, str]:
+    """Network name -> bridge, of the links named with our bridge prefix whose ifalias is our
+    mark for a network (`diy-docker STATE_ROOT NAME`): a look-alike without it is not ours."""
+    from steps.names import bridge_prefix
+
+    mark = f"diy-docker {instance.state_root} "
+    found = {}
+    for link in (x for x in host_links() if x.startswith(bridge_prefix(instance))):
+        alias = ifalias(link)
+        if alias.startswith(mark) and " " not in alias[len(mark):]:
+            found[alias[len(mark):]] = link
+    return found
+
+
+def network_tables(instance) -> list[str]:
+    """The nft tables named as a user network's of ours (`<nft_table>_n<8 hex>`, in either family)
+    that carry our owner mark."""
+    import re
+
+    from steps import nftables
+
+    pattern = re.compile(re.escape(instance.nft_table) + r"_n[0-9a-f]{8}")
+    try:
+        items = nftables.list_json("list tables")
+    except nftables.NftError:
+        return []
+    names = sorted({t["table"]["name"] for t in items if "table" in t and pattern.fullmatch(t["table"]["name"])})
+    return [n for n in names if our_tables(instance, n)]

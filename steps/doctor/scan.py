@@ -6,7 +6,17 @@ import os
 
 from steps import DiyError, ipam
 from steps.doctor import Finding
-from steps.doctor.objects import Objects, container_objects, host_links, listing, our_tables, records, under
+from steps.doctor.objects import (
+    Objects,
+    container_objects,
+    host_links,
+    listing,
+    network_tables,
+    our_tables,
+    records,
+    under,
+    user_networks,
+)
 from steps.names import Names, network_dir
 
 
@@ -17,7 +27,7 @@ def scan(instance) -> list[Finding]:
     recs, bad = records(instance)
     per, stray = container_objects(instance)
     found = container_findings(instance, recs, bad, per) + record_findings(instance, recs) + stray
-    found += half_made_bridge(instance) + network_findings(instance)
+    found += half_made_bridge(instance) + network_findings(instance) + user_network_findings(instance)
     store = Store(instance)
     if os.path.isdir(store.root):
         try:
@@ -31,8 +41,8 @@ def scan(instance) -> list[Finding]:
 def describe(name: str, objs: Objects, why: str, fix: str) -> list[Finding]:
     out = [Finding("mount", mp, why, name, fix) for mp in objs.mounts]
     out += [Finding("cgroup", d, why, name, fix) for d in objs.cgroups]
-    out += [Finding("host veth", objs.veth, why, name, fix)] if objs.veth else []
-    out += [Finding("lease", f"{objs.lease} of {name} in leases.json", why, name, fix)] if objs.lease else []
+    out += [Finding("host veth", veth, why, name, fix) for veth in objs.veths]
+    out += [Finding("lease", f"{lease} of {name} in leases.json", why, name, fix) for lease in objs.leases]
     out += [Finding("nft rule", c, why, name, fix) for c in sorted(objs.rules)]
     out += [Finding("monitor", f"pid {pid}", why, name, fix) for pid in objs.monitors]
     return out
@@ -87,41 +97,89 @@ def record_findings(instance, recs: dict[str, dict]) -> list[Finding]:
 
 
 def half_made_bridge(instance) -> list[Finding]:
-    """network.make_bridge's staging link, marked with our ifalias, that a kill left before its rename."""
-
+    """network.make_bridge's staging link, marked with our ifalias, that a kill left before its
+    rename: of the default network's bridge or of one of our user networks'."""
     from steps import netlink as nl
     from steps import network as net
 
-    staging = net.staging_bridge(instance)
-    if staging not in host_links():
-        return []
-    with nl.iproute() as ipr:
-        link = nl.link(ipr, staging)
-        ours = link is not None and nl.attr(link, "IFLA_IFALIAS") == net.marker(instance)
-    return [Finding("bridge", staging, "a bridge made half way (killed before its rename)", "", "delete the link")
-            ] if ours else []
+    links, out = set(host_links()), []
+    for inst in [instance, *user_networks(instance).values()]:
+        staging = net.staging_bridge(inst)
+        if staging not in links:
+            continue
+        with nl.iproute() as ipr:
+            link = nl.link(ipr, staging)
+            ours = link is not None and nl.attr(link, "IFLA_IFALIAS") == net.marker(inst)
+        out += [Finding("bridge", staging, "a bridge made half way (killed before its rename)", "",
+                        "delete the link")] if ours else []
+    return out
 
 
 def network_findings(instance) -> list[Finding]:
-    """The instance's shared network when no container holds a lease: network.prune's to remove."""
-    from steps import netlink as nl
-    from steps import network as net
+    """The instance's default network when no container holds a lease on it: network.prune's to
+    remove; the resolver (every network's) and its files only when no container holds a lease
+    on any network."""
     from steps import resolver
+    from steps.names import resolver_dir
 
     if ipam.load(instance):
         return []
     why, fix = "no container holds a lease", "network prune"
-    out = []
-    with nl.iproute() as ipr:
-        br = nl.link(ipr, instance.bridge)
-        if br is not None and nl.attr(br, "IFLA_IFALIAS") == net.marker(instance):
-            out.append(Finding("bridge", instance.bridge, why, "", fix))
-    out += [Finding("nft table", f"{family} {instance.nft_table}", why, "", fix) for family in our_tables(instance)]
-    out += [Finding("firewall rule", f"{o.place}: {o.flow}", why, "", fix) for o in firewall_rules(instance)]
-    pid = resolver.running(instance)
+    out = shared_findings(instance, why, fix)
+    anywhere = ipam.anywhere(instance)
+    pid = resolver.running(instance) if not anywhere else None
     out += [Finding("resolver", f"pid {pid}", why, "", fix)] if pid is not None else []
     d = network_dir(instance)
-    return out + [Finding("file", os.path.join(d, n), why, "", fix) for n in listing(d, ".")]
+    files = [n for n in listing(d, ".") if not anywhere or d != resolver_dir(instance) or n.startswith("leases.json")]
+    return out + [Finding("file", os.path.join(d, n), why, "", fix) for n in files]
+
+
+def shared_findings(inst, why: str, fix: str) -> list[Finding]:
+    """A network's bridge (by its ifalias), nft tables (by their owner mark) and firewall accepts
+    (by their prefix, which names the bridge)."""
+    from steps import netlink as nl
+    from steps import network as net
+
+    out = []
+    with nl.iproute() as ipr:
+        br = nl.link(ipr, inst.bridge)
+        if br is not None and nl.attr(br, "IFLA_IFALIAS") == net.marker(inst):
+            out.append(Finding("bridge", inst.bridge, why, "", fix))
+    out += [Finding("nft table", f"{family} {inst.nft_table}", why, "", fix) for family in our_tables(inst)]
+    return out + [Finding("firewall rule", f"{o.place}: {o.flow}", why, "", fix) for o in firewall_rules(inst)]
+
+
+def idle_networks(instance) -> dict[str, object]:
+    """Our user networks on which no container holds a lease, by name (variants, see
+    objects.user_networks); and a table of our owner mark and network pattern whose network we
+    cannot name (its record and leases gone, no bridge), by the table: its bridge is named by the
+    same 8 hex (networks.derived), and its network name is left empty of any real one."""
+    from steps.names import bridge_prefix
+
+    known = user_networks(instance)
+    nets = {name: inst for name, inst in known.items() if not ipam.load(inst)}
+    named = {inst.nft_table for inst in known.values()}
+    for table in network_tables(instance):
+        if table not in named:
+            digest = table[-8:]
+            nets[f"?{digest}"] = instance._replace(network_name=f"?{digest}", bridge=bridge_prefix(instance) + digest,
+                                                   nft_table=table)
+    return nets
+
+
+def user_network_findings(instance) -> list[Finding]:
+    """What a user network holds while no container holds a lease on it: its bridge, tables,
+    firewall accepts and leases file, which its last container's veth undo removes. Its record
+    is no leftover: a network is kept without containers, as Docker keeps it."""
+    out = []
+    for name, inst in idle_networks(instance).items():
+        label = name if not name.startswith("?") else f"of table {inst.nft_table}"
+        why, fix = f"no container holds a lease on network {label}", f"remove network {label}'s bridge and tables"
+        out += shared_findings(inst, why, fix)
+        if not name.startswith("?"):
+            d = network_dir(inst)
+            out += [Finding("file", os.path.join(d, n), why, "", fix) for n in listing(d, ".")]
+    return out
 
 
 def firewall_rules(instance) -> list:
@@ -179,11 +237,14 @@ def volume_findings(instance, recs: dict[str, dict]) -> list[Finding]:
 
 def temp_files(instance, recs: dict[str, dict]) -> list[Finding]:
     """atomic_write's `<file>.tmp-<pid>` files whose writer is gone: the image store's as
-    Store.dead_writes finds them, and by the same test those of the network, cache and
-    container directories (the places other than the store where the tool writes them)."""
+    Store.dead_writes finds them, and by the same test those of the networks (leases, user
+    network records), cache and container directories (the places other than the store where
+    the tool writes them)."""
     from steps.image.store import Store
+    from steps.names import networks_dir
 
-    dirs = [network_dir(instance), os.path.join(instance.state_root, "cache")]
+    dirs = [network_dir(instance), os.path.join(instance.state_root, "cache"), networks_dir(instance)]
+    dirs += [network_dir(inst) for inst in user_networks(instance).values()]
     dirs += [Names(instance, n).container_dir for n in recs]
     found = sorted(Store(instance).dead_writes())
     for d in dirs:
