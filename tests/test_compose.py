@@ -235,3 +235,77 @@ def test_a_network_overlapping_the_instance_subnet_is_refused(inst, tmp_path):
     p = up(inst, path, check=False)
     assert p.returncode != 0 and "overlaps network bridge" in p.stderr.strip().splitlines()[-1], p.stderr
     assert inst.containers() == [] and not os.path.exists(os.path.join(inst.state_root, "networks"))
+
+
+WEB_AND_DB = """
+name: shop
+services:
+  db:
+    image: localdb:1
+    command: ["/bin/sh", "-c", "echo \\"$${DB_GREETING}\\" > /var/lib/db/row; touch /tmp/ready; \\
+      while true; do nc -l -p 5432 < /var/lib/db/row; done"]
+    env_file: db.env
+    volumes: ["dbdata:/var/lib/db"]
+    healthcheck:
+      test: ["CMD-SHELL", "test -e /tmp/ready"]
+      interval: 500ms
+      retries: 10
+    stop_grace_period: 1s
+  web:
+    image: localdb:1
+    command: ["/bin/sh", "-c", "mkdir -p /www && while true; do nc db 5432 > /www/index.html; sleep 1; done & \\
+      httpd -f -p 80 -h /www"]
+    ports: ["${WEB_PORT}:80"]
+    depends_on:
+      db:
+        condition: service_healthy
+    restart: unless-stopped
+    mem_limit: 64m
+    stop_grace_period: 1s
+volumes:
+  dbdata: {}
+"""
+
+
+def test_a_web_app_and_its_database_from_an_imported_image(inst, tmp_path, quiet_dns):
+    """The kind of file people write: an imported image, .env and env_file, a named volume, a health
+    check the web waits for; up, the page served from the database, a no-op up, down -v leaves nothing."""
+    import tarfile
+
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        tar.add("/bin/busybox", "bin/busybox")
+        for applet in ("sh", "nc", "httpd", "mkdir", "echo", "touch", "test", "sleep", "true", "cat"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        for d in ("tmp", "var/lib/db"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+    inst.cli("image.import", str(rootfs), "localdb:1", check=True)
+    port = inst.free_port()
+    (tmp_path / ".env").write_text(f"WEB_PORT={port}\n")
+    (tmp_path / "db.env").write_text("DB_GREETING=rows-from-the-db\n")
+    path = write(tmp_path, WEB_AND_DB)
+    try:
+        first = plan_of(inst.cli("compose.up", "--file", path, "--detach", "--json", check=True, timeout=120))
+        assert [(i["kind"], i["name"], i["action"]) for i in first["plan"]] == [
+            ("network", "shop_default", "create"), ("volume", "shop_dbdata", "create"),
+            ("service", "db", "create"), ("service", "web", "create")]
+        for _ in range(100):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+            except OSError:
+                body = ""
+            if body == "rows-from-the-db\n":
+                break
+            time.sleep(0.1)
+        assert body == "rows-from-the-db\n"
+        again = plan_of(inst.cli("compose.up", "--file", path, "--detach", "--json", check=True, timeout=120))
+        assert again["changed_count"] == 0
+    finally:
+        inst.cli("compose.down", "--file", path, "--volumes", check=True, timeout=120)
+    vols = json.loads(inst.cli("volume.ls", "--json", check=True).stdout)
+    assert inst.containers() == [] and vols == []
+    inst.cli("rmi", "localdb:1", check=True)

@@ -28,7 +28,7 @@ def fix(instance, reporter) -> list[Outcome]:
     return outcomes + fix_shared(instance, scan(instance))
 
 
-def fix_container(instance, name: str, reporter, networks: list[str] = ()) -> Outcome:
+def fix_container(instance, name: str, reporter, networks: list[str] = (), again: bool = False) -> Outcome:
     """A name without a record: the rm pipeline, as `teardown NAME`, on the default network and
     the user networks it left something on (networks: its spec is gone, so the objects tell);
     a record not running whose objects are left: the stop pipeline, and the record says it
@@ -57,6 +57,8 @@ def fix_container(instance, name: str, reporter, networks: list[str] = ()) -> Ou
             lock.remove()
         lock.release()
     end_monitors(instance, name)
+    if record is None and not again and (os.path.lexists(names.container_dir) or os.path.lexists(names.runtime_dir)):
+        return fix_container(instance, name, reporter, networks, again=True)  # its monitor raced the undos
     drop_stale_lease(instance, name)
     return Outcome(name, f"the {pipeline} pipeline's undos")
 
