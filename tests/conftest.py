@@ -16,6 +16,12 @@ from tests import host
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def default_sigint() -> None:
+    """In a child the tests will Ctrl-C: SIGINT's default action, whatever the suite inherited (a
+    shell starts a background job with SIGINT ignored, and an ignored signal stays ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Instance:
     """A uniquely named diy-docker instance: its own roots and cgroup parent."""
 
@@ -69,6 +75,7 @@ class Instance:
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("preexec_fn", default_sigint)
         return subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=REPO, env=env,
                                 text=True, **kwargs)
 
