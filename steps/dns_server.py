@@ -118,7 +118,7 @@ class Server:
         self.served = {}  # container name -> (netns inode, udp socket, tcp socket)
         self.names = {}  # network ("" the default) -> lower-case name or alias (bytes) -> packed IPv4 address
         self.member = {}  # container -> the networks it holds a lease on
-        self.reverse = {}  # d.c.b.a.in-addr.arpa (bytes) -> the name, as a DNS name (labels)
+        self.reverse = {}  # network -> d.c.b.a.in-addr.arpa (bytes) -> the name, as a DNS name (labels)
         self.leases_stamp = None
         self.servers, self.resolv_stamp = [], None
         self.upstreams = {}  # fd -> Upstream
@@ -198,10 +198,18 @@ class Server:
     def lookup(self, name: bytes, owner: str = ""):
         """NAME's address on a network the asking container is on (names resolve within a network)."""
         self.refresh()
-        for net in self.member.get(owner, ("",)):
+        for net in self.member.get(owner, ()):
             address = self.names.get(net, {}).get(name)
             if address is not None:
                 return address
+        return None
+
+    def pointer(self, name: bytes, owner: str = ""):
+        """The PTR of an address on a network the asking container is on (never another's)."""
+        for net in self.member.get(owner, ()):
+            target = self.reverse.get(net, {}).get(name)
+            if target is not None:
+                return target
         return None
 
     def lease_files(self) -> list:
@@ -231,13 +239,15 @@ class Server:
             return  # not readable now: keep what we have, and try again
         names, member, reverse = {}, {}, {}
         for net, (leases, aliases) in read.items():
-            own = names.setdefault(net, {})
-            for n, ip in sorted(leases.items()):
+            own, back = names.setdefault(net, {}), reverse.setdefault(net, {})
+            for n, ip in sorted(leases.items()):  # containers' own names first: an alias never takes one
                 member.setdefault(n, []).append(net)
-                for alias in [n, *aliases.get(n, [])]:
-                    own.setdefault(alias.lower().encode(), socket.inet_aton(ip))
-                reverse[".".join(reversed(ip.split("."))).encode() + b".in-addr.arpa"] = \
+                own[n.lower().encode()] = socket.inet_aton(ip)
+                back[".".join(reversed(ip.split("."))).encode() + b".in-addr.arpa"] = \
                     b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0"
+            for n, ip in sorted(leases.items()):
+                for alias in aliases.get(n, []):
+                    own.setdefault(alias.lower().encode(), socket.inet_aton(ip))
         self.leases_stamp, self.names, self.member, self.reverse = stamp, names, member, reverse
         for name in [n for n in self.served if n not in member]:  # its undo was killed before the drop
             self.drop(name)
@@ -280,8 +290,8 @@ class Server:
         if q is None:
             return
         address = self.lookup(q[2], owner)
-        if q and address is None and q[3] == 12 and q[2] in self.reverse:  # PTR of a container's address
-            target = self.reverse[q[2]]
+        target = self.pointer(q[2], owner) if address is None and q[3] == 12 else None
+        if target is not None:  # PTR of a container's address
             send(reply(data, q, 0, b"\xc0\x0c" + struct.pack(">HHIH", 12, 1, TTL, len(target)) + target))
             return
         if address is None:

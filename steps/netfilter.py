@@ -543,7 +543,8 @@ def read_firewall(own_table: str) -> Firewall:
     base = re.sub(r"_n[0-9a-f]{8}$", "", own_table)  # a user network's table: the instance's tables are all ours
     for entry in ruleset:
         t = entry.get("table") if isinstance(entry, dict) else None
-        if t and re.fullmatch(re.escape(base) + r"(_n[0-9a-f]{8})?", str(t.get("name", ""))):
+        if t and t.get("family") in ("ip", "bridge") and \
+                re.fullmatch(re.escape(base) + r"(_n[0-9a-f]{8})?", str(t.get("name", ""))):
             skip.add((t.get("family"), t["name"]))
     managed = iptables_nft_tables(ruleset)
     if managed:

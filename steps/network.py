@@ -187,8 +187,17 @@ def etc_files(names: Names, spec: dict, ip: str | None) -> dict[str, str]:
 
 
 def extra_hosts(instance, spec: dict) -> list[tuple[str, str]]:
-    """--add-host entries; host-gateway is the instance bridge's gateway (Docker's docker0 address)."""
-    return [(host, gateway(instance) if ip == "host-gateway" else ip) for host, ip in spec.get("add_hosts") or []]
+    """--add-host entries; host-gateway is the gateway of the container's primary network (Docker's
+    docker0 address on the default one): an address of the host the container can reach."""
+    wanted = spec.get("add_hosts") or []
+    address = gateway(instance)
+    if any(ip == "host-gateway" for _, ip in wanted) and joined(spec)[:1] not in ([], ["bridge"]):
+        from steps.names import networks_dir
+        from steps.state import read_json
+
+        record = read_json(os.path.join(networks_dir(instance), f"{joined(spec)[0]}.json")) or {}
+        address = record.get("gateway") or address
+    return [(host, address if ip == "host-gateway" else ip) for host, ip in wanted]
 
 
 def host_etc_files(instance, spec: dict) -> dict[str, str]:

@@ -92,11 +92,11 @@ def parse_publish(items: list[str]) -> list[dict]:
     return out
 
 
-def parse_networks(given, aliases) -> tuple[str, list[str], list[str]]:
+def parse_networks(given, aliases) -> tuple[str, list[str], dict[str, list[str]]]:
     """--network (repeatable: bridge, host, none or a user network's name) and --network-alias:
     (the primary mode or network, every network joined when that is not just the default one,
-    the aliases)."""
-    from steps.names import is_name
+    the aliases by network). Aliases, as Docker's, are for user networks: given as a list they
+    are the primary network's; Compose gives them by network."""
     from steps.networks import check_name
 
     items = [given] if isinstance(given, str) else list(given or [])
@@ -108,11 +108,21 @@ def parse_networks(given, aliases) -> tuple[str, list[str], list[str]]:
     for item in items:
         if item not in ("bridge", "none", "host"):
             check_name(item)
-    for alias in aliases or []:
+    by_network = dict(aliases) if isinstance(aliases, dict) else ({items[0]: list(aliases)} if aliases else {})
+    joined = items if len(items) > 1 or items[0] not in ("bridge", "none", "host") else []
+    return items[0], joined, {net: check_aliases(net, names, items) for net, names in by_network.items() if names}
+
+
+def check_aliases(network: str, aliases, joined: list[str]) -> list[str]:
+    from steps.names import is_name
+
+    if network not in joined or network in ("bridge", "none", "host"):
+        raise BadInput(f"bad network alias: aliases are for user-defined networks the container joins, not {network} "
+                       "(network.create one and give --network NAME)")
+    for alias in aliases:
         if not is_name(alias, 63):
             raise BadInput(f"bad network alias {alias!r}: use 1-63 letters, digits, '_', '.', '-'")
-    joined = items if len(items) > 1 or items[0] not in ("bridge", "none", "host") else []
-    return items[0], joined, sorted(set(aliases or []))
+    return sorted(set(aliases))
 
 
 def parse_network(mode: str | None, publish: list[dict], publish_all: bool = False) -> str:
@@ -155,7 +165,7 @@ def parse_entrypoint(entrypoint: str | list[str] | None) -> list[str] | None:
     words = list(entrypoint) if isinstance(entrypoint, (list, tuple)) else [entrypoint]
     if any(not isinstance(w, str) or "\0" in w for w in words):
         raise BadInput("bad entrypoint: words must be strings without NUL bytes")
-    return [w for w in words if w] if words[0] else []
+    return words if words and words[0] else []  # (an empty argument after the first is an argument)
 
 
 def parse_security(privileged: bool, cap_add: list[str] | None, cap_drop: list[str] | None,
@@ -220,7 +230,7 @@ class RunOptions(NamedTuple):
     # Already normalised (Compose): {"test": [...], "interval": s, "timeout": s, "start_period": s,
     # "retries": n}; the --health-* flags given override it per field.
     healthcheck: dict | None = None
-    network_alias: list[str] | tuple = ()
+    network_alias: list[str] | tuple | dict = ()  # a list: the primary network's; a dict: by network
 
 
 def build(name: str, opts: RunOptions) -> dict:

@@ -105,9 +105,16 @@ class Wire:
             changes.append(Change(f"veth {n.host_veth} on {inst.bridge}", "missing or detached", "up"))
         elif pinned(n.netns):
             changes += self.inside_changes(lease)
-        if list(self.spec.get("aliases") or []) != ipam.aliases(inst).get(n.container, []):
-            changes.append(Change(f"aliases on {self.label}", "", ", ".join(self.spec.get("aliases") or [])))
+        if self.aliases() != ipam.aliases(inst).get(n.container, []):
+            changes.append(Change(f"aliases on {self.label}", "", ", ".join(self.aliases())))
         return lease, host_end, changes
+
+    def aliases(self) -> list[str]:
+        """Its other names on this network (a list in an older record: the primary network's)."""
+        given = self.spec.get("aliases") or {}
+        if isinstance(given, list):
+            return list(given) if self.primary else []
+        return list(given.get(self.label, []))
 
     def inside_changes(self, lease: str) -> list[Change]:
         want = f"{lease}/{self.inst.network.prefixlen}"
@@ -132,7 +139,7 @@ class Wire:
             else (self.spec.get("last") or {}).get("ip")
         with nl.iproute() as ipr:
             bridge = net.ensure_bridge(ipr, inst)
-            lease = ipam.allocate(n, record_ip, self.spec.get("aliases") or [])
+            lease = ipam.allocate(n, record_ip, self.aliases())
             host_end = nl.link(ipr, n.host_veth)
             if host_end is not None and (host_end.get_attr("IFLA_MASTER") != bridge
                                          or not self.has_iface()):  # detached, or its peer is not in our netns

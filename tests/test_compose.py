@@ -309,3 +309,29 @@ def test_a_web_app_and_its_database_from_an_imported_image(inst, tmp_path, quiet
     vols = json.loads(inst.cli("volume.ls", "--json", check=True).stdout)
     assert inst.containers() == [] and vols == []
     inst.cli("rmi", "localdb:1", check=True)
+
+
+def test_a_changed_subnet_recreates_the_network_and_its_services(inst, tmp_path):
+    text = ("services:\n  a:\n    image: busybox\n    command: [sleep, '1000']\nnetworks:\n  default:\n"
+            "    ipam:\n      config:\n        - subnet: {}\n")
+    path = write(tmp_path, text.format(inst.extra_subnet(5)))
+    try:
+        up(inst, path)
+        write(tmp_path, text.format(inst.extra_subnet(6)))
+        plan = plan_of(up(inst, path, "--json"))
+        assert {(i["kind"], i["action"]) for i in plan["plan"]} == {("network", "recreate"), ("service", "recreate")}
+        net = json.loads(inst.cli("network.inspect", "--", "s1_default", check=True).stdout)[0]
+        assert net["IPAM"]["Config"][0]["Subnet"] == inst.extra_subnet(6) and len(net["Containers"]) == 1
+    finally:
+        down(inst, path)
+
+
+def test_a_network_of_the_same_name_not_made_by_the_project_is_refused(inst, tmp_path):
+    inst.cli("network.create", "s1_default", check=True)
+    path = write(tmp_path, "services:\n  a:\n    image: busybox\n")
+    try:
+        p = up(inst, path, check=False)
+        assert p.returncode != 0 and "exists and is not project s1's" in p.stderr.strip().splitlines()[-1]
+        assert inst.containers() == []
+    finally:
+        inst.cli("network.rm", "s1_default", check=True)

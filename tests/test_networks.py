@@ -65,8 +65,11 @@ def test_networks_are_isolated_and_names_resolve_within_one(inst, quiet_dns):
         assert same.stdout.strip() == "by-name", same.stderr
         for other in ("b1", "c1"):
             p = sh_in(inst, other, f"nslookup a1 127.0.0.11 >/dev/null 2>&1 && echo resolved; "
+                                   f"nslookup {ips['a1']} 127.0.0.11 2>&1 | grep -q a1 && echo its-name; "
                                    f"ping -c1 -W1 {ips['a1']} >/dev/null 2>&1 && echo reached; echo done")
-            assert p.stdout.split() == ["done"], (other, p.stdout)
+            assert p.stdout.split() == ["done"], (other, p.stdout)  # not by name, address or reverse lookup
+        p = sh_in(inst, "a2", f"nslookup {ips['a1']} 127.0.0.11")
+        assert "a1" in p.stdout, p.stdout  # the reverse lookup answers within the network
         p = sh_in(inst, "a1", "ping -c1 -W1 b1 >/dev/null 2>&1 && echo reached; echo done")
         assert p.stdout.split() == ["done"]
         p = inst.cli("network.rm", "n1")
@@ -85,14 +88,18 @@ def test_a_container_on_two_networks_with_an_alias(inst, quiet_dns):
     inst.cli("run", "--name", "a1", "--detach", "--network", "n1", "--", "/bin/sleep", "1000", check=True)
     inst.cli("run", "--name", "b1", "--detach", "--network", "n2", "--", "/bin/sleep", "1000", check=True)
     inst.cli("run", "--name", "m", "--detach", "--network", "n1", "--network", "n2", "--network-alias", "svc",
-             "--", "/bin/sleep", "1000", check=True)
+             "--add-host", "gw:host-gateway", "--", "/bin/sleep", "1000", check=True)
     try:
         p = sh_in(inst, "m", "ip -4 -o addr show | awk '{print $2}' | sort | tr '\\n' ' '; "
                              "ping -c1 -W3 a1 >/dev/null && echo a1; ping -c1 -W3 b1 >/dev/null && echo b1")
         assert p.stdout.split() == ["eth0", "eth1", "lo", "a1", "b1"], p.stdout + p.stderr
-        for peer in ("a1", "b1"):  # the alias answers on both of m's networks
-            p = sh_in(inst, peer, "ping -c1 -W3 svc >/dev/null && echo svc")
-            assert p.stdout.strip() == "svc", (peer, p.stdout, p.stderr)
+        p = sh_in(inst, "a1", "ping -c1 -W3 svc >/dev/null && echo svc")
+        assert p.stdout.strip() == "svc", (p.stdout, p.stderr)  # the alias, on the network it was given for
+        p = sh_in(inst, "b1", "nslookup svc 127.0.0.11 >/dev/null 2>&1 && echo svc; echo done")
+        assert p.stdout.split() == ["done"]  # ... and not on m's other network, as Docker's
+        gateway = inspect_net(inst, "n1")["IPAM"]["Config"][0]["Gateway"]
+        p = sh_in(inst, "m", "grep -w gw /etc/hosts")
+        assert p.stdout.split()[0] == gateway  # host-gateway: the primary network's gateway
         p = sh_in(inst, "a1", "ping -c1 -W1 b1 >/dev/null 2>&1 && echo reached; echo done")
         assert p.stdout.split() == ["done"]  # m joining both does not join them
         info = json.loads(inst.cli("inspect", "m", check=True).stdout)[0]
@@ -121,6 +128,12 @@ def test_a_published_port_on_a_user_network(inst):
     finally:
         inst.cli("rm", "w", "--force")
         inst.cli("network.rm", "web")
+
+
+def test_an_alias_needs_a_user_network(inst):
+    p = inst.cli("run", "--name", "x", "--network-alias", "db", "--", "/bin/true")
+    assert p.returncode != 0 and "aliases are for user-defined networks" in p.stderr.strip().splitlines()[-1]
+    assert inst.containers() == []
 
 
 def test_a_missing_network_is_refused_before_anything_is_made(inst):

@@ -29,8 +29,17 @@ def stack_lock(instance, project: str):
 
     from steps.state import Lock
 
-    return Lock(os.path.join(instance.run_root, "locks", f"compose-{project}.lock"), f"project {project}",
+    return Lock(os.path.join(instance.run_root, "locks", "compose", f"{project}.lock"), f"project {project}",
                 instance.lock_timeout)
+
+
+def forget_lock(lock) -> None:
+    """The project is gone: its lock file (a waiter locks a new one), and their directory when empty."""
+    import os
+
+    lock.remove()
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(lock.path))
 
 
 def summary(item: Item) -> str:
@@ -130,7 +139,7 @@ def up(files, project_name, services, detach: bool, check: bool, diff: bool, as_
                 report.finish(check, diff)
         except BaseException:
             if lock is not None and not made_anything(instance, project):
-                lock.remove()  # a refused up leaves the host as it was: not even its lock file
+                forget_lock(lock)  # a refused up leaves the host as it was: not even its lock file
             raise
     if detach or check or as_json:
         return 0
@@ -152,8 +161,12 @@ def made_anything(instance, project: dict) -> bool:
     """Whether any container or network of the project exists."""
     from steps import networks
 
+    def ours(name: str) -> bool:
+        rec = networks.record(instance, name)
+        return rec is not None and (rec.get("labels") or {}).get("com.docker.compose.project") == project["name"]
+
     return bool(project_containers(instance, project["name"])) or any(
-        networks.record(instance, n["name"]) is not None for n in project["networks"].values() if not n["external"])
+        ours(n["name"]) for n in project["networks"].values() if not n["external"])
 
 
 def down(files, project_name, volumes: bool, check: bool, as_json: bool, out: Output) -> int:
@@ -172,7 +185,7 @@ def down(files, project_name, volumes: bool, check: bool, as_json: bool, out: Ou
             report.finish(check, False)
         if not check:
             forget_journal(instance, project["name"])
-            lock.remove()  # the project is gone: so is its lock file (a waiter locks a new one)
+            forget_lock(lock)
     return 0
 
 

@@ -54,14 +54,19 @@ def quietly(fn, *args, **kwargs):
 
 def make_network(instance, project: dict, item: Item) -> None:
     from steps import networks
+    from steps.network import joined
     from steps.state import instance_lock
 
     conf = next(c for c in project["networks"].values() if c["name"] == item.name)
     labels = {"com.docker.compose.project": project["name"], "com.docker.compose.network": item.name,
               **conf.get("labels", {})}
+    if item.action == "recreate":  # its containers go first (their config hash covers the network: each is
+        for names, record in project_containers(instance, project["name"]).values():  # recreated after)
+            if item.name in joined(record):
+                remove_container(names.container, None)
     with instance_lock(instance):
         if item.action == "recreate":
-            networks.remove(instance, item.name)  # refused (in one line) while a container joins it
+            networks.remove(instance, item.name)  # refused (in one line) while another container joins it
         if networks.record(instance, item.name) is None:
             networks.create(instance, item.name, conf.get("subnet"), labels)
 

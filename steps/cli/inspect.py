@@ -131,7 +131,7 @@ def network_settings(names: Names, record: dict, running: bool) -> dict:
         networks[name] = {"IPAddress": ip or "", "IPPrefixLen": inst.network.prefixlen if ip else 0,
                           "Gateway": str(next(inst.network.hosts())) if ip else "",
                           "MacAddress": mac_of(ip) if ip else "", "NetworkID": inst.bridge,
-                          "Aliases": record.get("aliases") or None}
+                          "Aliases": aliases_on(record, name, i == 0) or None}
     mode = record.get("network") or "bridge"
     if not networks:
         networks = {mode: {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "NetworkID": mode}}
@@ -139,6 +139,13 @@ def network_settings(names: Names, record: dict, running: bool) -> dict:
     return {"IPAddress": top["IPAddress"], "IPPrefixLen": top["IPPrefixLen"], "Gateway": top["Gateway"],
             "MacAddress": top["MacAddress"], "Ports": ports, "SandboxKey": names.netns if running else "",
             "Networks": networks}  # `{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}`, as scripts ask
+
+
+def aliases_on(record: dict, network: str, primary: bool) -> list[str]:
+    given = record.get("aliases") or {}
+    if isinstance(given, list):  # an older record: the primary network's
+        return given if primary else []
+    return given.get(network, [])
 
 
 def mounts(record: dict) -> list[dict]:

@@ -70,7 +70,7 @@ def used_volumes(project: dict, services: list[str]) -> list[str]:
     return [k for k in project["volumes"] if k in keys]
 
 
-def network_item(instance, conf: dict) -> Item:
+def network_item(instance, conf: dict, project_name: str) -> Item:
     from steps import networks
 
     rec = networks.record(instance, conf["name"])
@@ -81,6 +81,11 @@ def network_item(instance, conf: dict) -> Item:
         return Item("network", conf["name"], "unchanged", {}, "external")
     if rec is None:
         return Item("network", conf["name"], "create", {}, conf.get("subnet") or "a subnet of the pool")
+    owner = (rec.get("labels") or {}).get(PROJECT)
+    if owner != project_name:
+        raise BadInput(f"network {conf['name']} exists and is not project {project_name}'s "
+                       f"({'project ' + owner if owner else 'made by hand'}): remove it, or declare it "
+                       "external: true")
     if conf.get("subnet") and conf["subnet"] != rec["subnet"]:
         return Item("network", conf["name"], "recreate", {"subnet": {"before": rec["subnet"],
                                                                       "after": conf["subnet"]}})
@@ -140,14 +145,14 @@ def run_options_for(project: dict, service: str):
         opts["entrypoint"] = [opts["entrypoint"], *extra["entrypoint_args"]]
     nets = extra["networks"]
     opts["network"] = list(nets) or None
-    opts["network_alias"] = sorted({a for aliases in nets.values() for a in aliases})
+    opts["network_alias"] = {net: sorted(set(aliases)) for net, aliases in nets.items()}  # each network's own
     opts["healthcheck"] = extra["healthcheck"]
     return RunOptions(**{k: v for k, v in opts.items() if k in RunOptions._fields})
 
 
 def up_plan(instance, project: dict, services: list[str] | None = None, remove_orphans: bool = False) -> list[Item]:
     chosen = with_dependencies(project, services)
-    items = [network_item(instance, project["networks"][k]) for k in used_networks(project, chosen)]
+    items = [network_item(instance, project["networks"][k], project["name"]) for k in used_networks(project, chosen)]
     items += [volume_item(instance, project["volumes"][k]) for k in used_volumes(project, chosen)]
     have = project_containers(instance, project["name"])
     items += [service_item(project, s, have.get(s)) for s in chosen]
