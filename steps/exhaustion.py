@@ -28,11 +28,16 @@ def exhausted(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in EXHAUSTED
 
 
+def existing(path: str) -> str:
+    """path, or its nearest ancestor that exists (what failed may not have been made)."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path.rstrip("/")) or "/"
+    return path
+
+
 def filesystem(path: str) -> str:
     """'<mount point> (<type>, <size>, <free> free)' of the file system holding path."""
-    probe = path
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe.rstrip("/")) or "/"
+    probe = existing(path)
     try:
         st, vfs = os.stat(probe), os.statvfs(probe)
     except OSError:
@@ -64,11 +69,8 @@ def megabytes(n: int) -> str:
 
 
 def free_bytes(path: str) -> int:
-    probe = path
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe.rstrip("/")) or "/"
     try:
-        vfs = os.statvfs(probe)
+        vfs = os.statvfs(existing(path))
     except OSError:
         return 0
     return vfs.f_bavail * vfs.f_frsize

@@ -180,10 +180,9 @@ class FirewallStep(Step):
     name = "firewall"
 
     def parts(self, strict: bool = True) -> list[BridgeAccepts]:
-        from steps.networks import joined, variant
+        from steps.networks import attached
 
-        inst = self.ctx.instance
-        return [BridgeAccepts(variant(inst, n, strict), self.ctx.names.container) for n in joined(self.ctx.spec)]
+        return [BridgeAccepts(v, self.ctx.names.container) for v in attached(self.ctx.instance, self.ctx.spec, strict)]
 
     def check(self):
         inst = self.ctx.instance

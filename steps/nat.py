@@ -217,10 +217,10 @@ class NatStep(Step):
     name = "nat"
 
     def parts(self, strict: bool = True) -> list[NatRules]:
-        from steps.networks import joined, variant
+        from steps.networks import attached
 
         inst, name = self.ctx.instance, self.ctx.names.container
-        return [NatRules(variant(inst, n, strict), inst, name, self.ctx.spec) for n in joined(self.ctx.spec)]
+        return [NatRules(v, inst, name, self.ctx.spec) for v in attached(inst, self.ctx.spec, strict)]
 
     def check(self):
         parts = self.parts(strict=False)

@@ -266,6 +266,14 @@ def joined(spec: dict) -> list[str]:
     return [] if mode in ("none", "host") else [mode]
 
 
+def aliases_on(spec: dict, network: str, primary: bool) -> list[str]:
+    """A container's other names on one of its networks (a list in an older record: the primary's)."""
+    given = spec.get("aliases") or {}
+    if isinstance(given, list):
+        return list(given) if primary else []
+    return list(given.get(network, []))
+
+
 def check_ports_free(names: Names, publish: list[dict]) -> None:
     """Refuse a host port another container of the instance publishes (callers that act on
     the answer hold the instance lock)."""

@@ -77,6 +77,11 @@ def variant(instance: Instance, name: str, strict: bool = True) -> Instance:
                              nft_table=rec["nft_table"])
 
 
+def attached(instance: Instance, spec: dict, strict: bool = True) -> list[Instance]:
+    """variant() of each network a container's spec joins, its primary first."""
+    return [variant(instance, name, strict) for name in joined(spec)]
+
+
 def subnets_in_use(instance: Instance) -> dict[str, ipaddress.IPv4Network]:
     """The instance's default subnet and every user network's, by network name."""
     used = {"bridge": instance.network}

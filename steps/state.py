@@ -41,6 +41,17 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def dead_writes(directory: str) -> list[str]:
+    """The `*.tmp-<pid>` files atomic_write left in directory when its process was killed before
+    the rename (a pid alive again keeps its file: it may be that process's)."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [os.path.join(directory, e) for e in entries
+            if ".tmp-" in e and (pid := e.rpartition(".tmp-")[2]).isdigit() and not os.path.exists(f"/proc/{pid}")]
+
+
 def write_json(path: str, value) -> None:
     atomic_write(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 

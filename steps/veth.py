@@ -21,7 +21,7 @@ from steps import Change, Step, absent, applied, faults, ipam, linux, nothing, p
 from steps import netlink as nl
 from steps import network as net
 from steps.names import Names
-from steps.networks import joined, variant
+from steps.networks import attached, joined
 from steps.state import instance_lock, read_value, update_record, write_json, write_value
 
 IPV6_CONF = "/proc/sys/net/ipv6/conf"
@@ -110,11 +110,7 @@ class Wire:
         return lease, host_end, changes
 
     def aliases(self) -> list[str]:
-        """Its other names on this network (a list in an older record: the primary network's)."""
-        given = self.spec.get("aliases") or {}
-        if isinstance(given, list):
-            return list(given) if self.primary else []
-        return list(given.get(self.label, []))
+        return net.aliases_on(self.spec, self.label, self.primary)
 
     def inside_changes(self, lease: str) -> list[Change]:
         want = f"{lease}/{self.inst.network.prefixlen}"
@@ -207,9 +203,8 @@ class VethStep(Step):
     def wires(self, strict: bool = True) -> list[Wire]:
         """One per network joined, the primary first (strict=False: a network whose record went
         is still taken apart, by the names derived from its name)."""
-        inst, name = self.ctx.instance, self.ctx.names.container
-        return [Wire(variant(inst, net_name, strict), name, self.ctx.spec, i)
-                for i, net_name in enumerate(joined(self.ctx.spec))]
+        on = attached(self.ctx.instance, self.ctx.spec, strict)
+        return [Wire(v, self.ctx.names.container, self.ctx.spec, i) for i, v in enumerate(on)]
 
     def check(self):
         if self.host:

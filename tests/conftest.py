@@ -16,6 +16,14 @@ from tests import host
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def wait_for(predicate, timeout: float = 30, what: str = "condition", poll: float = 0.02) -> None:
+    """Until predicate() holds; fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
 def default_sigint() -> None:
     """In a child the tests will Ctrl-C: SIGINT's default action, whatever the suite inherited (a
     shell starts a background job with SIGINT ignored, and an ignored signal stays ignored)."""

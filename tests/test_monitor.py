@@ -10,6 +10,7 @@ import time
 from steps.runtime import shim
 from steps.runtime.logfile import log_files
 from steps.state import read_json
+from tests.conftest import wait_for
 
 MiB = 1024 * 1024
 
@@ -20,13 +21,6 @@ def runtime(inst, name: str) -> dict:
 
 def last(inst, name: str) -> dict:
     return (read_json(os.path.join(inst.state_root, "containers", name, "info.json")) or {}).get("last") or {}
-
-
-def wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def cmdline(pid: int) -> list[str]:

@@ -10,6 +10,7 @@ import pytest
 from steps import BadInput
 from steps.runtime import restart
 from steps.state import read_json
+from tests.conftest import wait_for
 
 
 def record(inst, name: str) -> dict:
@@ -29,13 +30,6 @@ def ended(inst, name: str) -> bool:
     """Down for good: no monitor, the last exit recorded, not in a back-off."""
     info = last(inst, name)
     return monitor_gone(inst, name) and bool(info.get("finished_at")) and info.get("restarting") is False
-
-
-def wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def lines(path: str) -> list[str]:

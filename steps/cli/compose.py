@@ -224,10 +224,8 @@ def ps(files, project_name, as_json: bool) -> int:
 
 
 def health_of(names) -> str:
-    try:
-        from steps.runtime.health import status
-    except ImportError:
-        return ""
+    from steps.runtime.health import status
+
     return status(names) or ""
 
 

@@ -114,24 +114,22 @@ def host_config(record: dict) -> dict:
 
 def network_settings(names: Names, record: dict, running: bool) -> dict:
     """The primary network's address at the top (as Docker's), and one entry per network joined."""
-    from steps.network import joined, mac_of
+    from steps.network import aliases_on, gateway, joined, mac_of
     from steps.networks import variant
 
     last = record.get("last") or {}
-    ips = (last.get("ips") or {}) if running else {}
+    ips = last.get("ips") or {}  # (a user network's, or several: the primary's is also "ip")
     ports: dict = {}
     if running:
         ports = {port_key(p): [{"HostIp": p["host_ip"], "HostPort": str(p["host_port"])}]
                  for p in record.get("publish") or []}
     networks = {}
     for i, name in enumerate(joined(record)):
-        ip = (last.get("ip") if i == 0 else ips.get(name)) if running else None
-        ip = ips.get(name, ip) if running else None
+        ip = ips.get(name, last.get("ip") if i == 0 else None) if running else None
         inst = variant(names.instance, name, strict=False)
         networks[name] = {"IPAddress": ip or "", "IPPrefixLen": inst.network.prefixlen if ip else 0,
-                          "Gateway": str(next(inst.network.hosts())) if ip else "",
-                          "MacAddress": mac_of(ip) if ip else "", "NetworkID": inst.bridge,
-                          "Aliases": aliases_on(record, name, i == 0) or None}
+                          "Gateway": gateway(inst) if ip else "", "MacAddress": mac_of(ip) if ip else "",
+                          "NetworkID": inst.bridge, "Aliases": aliases_on(record, name, i == 0) or None}
     mode = record.get("network") or "bridge"
     if not networks:
         networks = {mode: {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "NetworkID": mode}}
@@ -139,13 +137,6 @@ def network_settings(names: Names, record: dict, running: bool) -> dict:
     return {"IPAddress": top["IPAddress"], "IPPrefixLen": top["IPPrefixLen"], "Gateway": top["Gateway"],
             "MacAddress": top["MacAddress"], "Ports": ports, "SandboxKey": names.netns if running else "",
             "Networks": networks}  # `{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}`, as scripts ask
-
-
-def aliases_on(record: dict, network: str, primary: bool) -> list[str]:
-    given = record.get("aliases") or {}
-    if isinstance(given, list):  # an older record: the primary network's
-        return given if primary else []
-    return given.get(network, [])
 
 
 def mounts(record: dict) -> list[dict]:

@@ -159,13 +159,14 @@ def docker_view(inst, name: str) -> dict:
     if rec is None and name not in networks.BUILTIN:
         raise DiyError(f"no such network: {name}")
     row = next(r for r in network_rows(inst) if r["name"] == name)
-    leases = ipam.load(networks.variant(inst, name)) if name not in ("host", "none") else {}
+    on = networks.variant(inst, name) if name not in ("host", "none") else None
+    leases, aliases = (ipam.load(on), ipam.aliases(on)) if on is not None else ({}, {})
     containers = {}
     for container, ip in sorted(leases.items()):
         record = load_record(Names(inst, container)) or {}
         containers[record.get("id") or container] = {
-            "Name": container, "IPv4Address": f"{ip}/{networks.variant(inst, name).network.prefixlen}",
-            "MacAddress": net.mac_of(ip), "Aliases": ipam.aliases(networks.variant(inst, name)).get(container, [])}
+            "Name": container, "IPv4Address": f"{ip}/{on.network.prefixlen}", "MacAddress": net.mac_of(ip),
+            "Aliases": aliases.get(container, [])}
     subnet = rec["subnet"] if rec else (inst.subnet if name == "bridge" else "")
     ipam_config = [{"Subnet": subnet, "Gateway": rec["gateway"] if rec else net.gateway(inst)}] if subnet else []
     return {"Name": name, "Id": row["id"], "Created": row["created"], "Scope": "local", "Driver": row["driver"],

@@ -97,14 +97,14 @@ def cgroup_sample(cgroup_path: str) -> dict:
 
 def net_sample(names: Names, record: dict) -> tuple[int, int] | None:
     """(container rx, container tx) from the host veth; None when it has no veth of its own."""
-    from steps.network import joined
-    from steps.networks import variant
+    from steps.networks import attached
 
+    on = attached(names.instance, record, strict=False)
     rx = tx = 0
-    for net_name in joined(record):  # every network's host end (its tx is the container's rx)
-        base = f"/sys/class/net/{Names(variant(names.instance, net_name, False), names.container).host_veth}/statistics"
+    for network in on:  # every network's host end (its tx is the container's rx)
+        base = f"/sys/class/net/{Names(network, names.container).host_veth}/statistics"
         rx, tx = rx + (_int(f"{base}/tx_bytes") or 0), tx + (_int(f"{base}/rx_bytes") or 0)
-    return (rx, tx) if joined(record) else None
+    return (rx, tx) if on else None
 
 
 def row(names: Names, record: dict, first: dict | None, second: dict | None, wall: float) -> dict:

@@ -123,12 +123,11 @@ def differences(project: dict, service: str, record: dict) -> dict:
     from steps import spec as specs
 
     new = specs.build(record.get("name") or convert.container_name(project, service), run_options_for(project, service))
-    old = {**record, "labels": without_hash(record.get("labels"))}
-    keys = specs.differences(old, {**new, "labels": without_hash(new.get("labels"))})
+    old, after = ({**spec, "labels": without_hash(spec.get("labels"))} for spec in (record, new))
+    keys = specs.differences(old, after)
     if not keys:  # the same container, made from what the file says differently (an env_file's lines)
         return {"config-hash": {"before": (record.get("labels") or {}).get(HASH), "after": new["labels"].get(HASH)}}
-    return {k: {"before": old.get(k), "after": {**new, "labels": without_hash(new.get("labels"))}.get(k)}
-            for k in keys}
+    return {k: {"before": old.get(k), "after": after.get(k)} for k in keys}
 
 
 def without_hash(labels: dict | None) -> dict:

@@ -242,13 +242,13 @@ def temp_files(instance, recs: dict[str, dict]) -> list[Finding]:
     the tool writes them)."""
     from steps.image.store import Store
     from steps.names import networks_dir
+    from steps.state import dead_writes
 
     dirs = [network_dir(instance), os.path.join(instance.state_root, "cache"), networks_dir(instance)]
     dirs += [network_dir(inst) for inst in user_networks(instance).values()]
     dirs += [Names(instance, n).container_dir for n in recs]
     found = sorted(Store(instance).dead_writes())
     for d in dirs:
-        found += [os.path.join(d, e) for e in listing(d, ".") if ".tmp-" in e
-                  and (pid := e.rpartition(".tmp-")[2]).isdigit() and not os.path.exists(f"/proc/{pid}")]
+        found += dead_writes(d)
     return [Finding("temp file", p, f"its writer (pid {p.rpartition('.tmp-')[2]}) is gone", "", "remove it")
             for p in found]

@@ -29,7 +29,16 @@ from steps.config import Instance
 from steps.exhaustion import doing, exhausted, explain
 from steps.image.reference import DIGEST, canonical
 from steps.names import images_dir
-from steps.state import instance_lock, now_iso, private_dir, read_json, remove_empty, remove_file, write_json
+from steps.state import (
+    dead_writes,
+    instance_lock,
+    now_iso,
+    private_dir,
+    read_json,
+    remove_empty,
+    remove_file,
+    write_json,
+)
 
 SHORT = 16  # hex digits of a short link name: 4096-byte mount options hold ~200 layers
 
@@ -144,13 +153,7 @@ class Store:
 
     def dead_writes(self) -> list[str]:
         """`*.tmp-<pid>` files of atomic writes whose process was killed before the rename."""
-        found = []
-        for d in (self.root, os.path.join(self.root, "images")):
-            for name in os.listdir(d) if os.path.isdir(d) else []:
-                pid = name.rpartition(".tmp-")[2]
-                if ".tmp-" in name and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                    found.append(os.path.join(d, name))
-        return found
+        return dead_writes(self.root) + dead_writes(os.path.join(self.root, "images"))
 
     def stage_layer(self, fileobj: BinaryIO, expect: str | None, what: str) -> tuple[str, int]:
         """Unpack one layer and check its diff id; returns (diff id, size)."""
